@@ -1,0 +1,27 @@
+"""numpy_ref: the reference implementation in NumPy, with backpropagation through time by hand.
+
+It is also the framework-agnostic core that ``rnn_jax`` reuses: data, vocabulary, model spec and
+initialisation, checkpoints, and the training and generation loops. It imports NumPy only.
+"""
+
+from numpy_ref.spec import (
+    GATES,
+    KINDS,
+    ModelSpec,
+    begin_state,
+    flatten_params,
+    init_params,
+    map_params,
+    unflatten_params,
+)
+
+__all__ = [
+    "GATES",
+    "KINDS",
+    "ModelSpec",
+    "begin_state",
+    "flatten_params",
+    "init_params",
+    "map_params",
+    "unflatten_params",
+]
