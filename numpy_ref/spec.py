@@ -95,10 +95,10 @@ def init_params(
 ) -> Params:
     """Draw the book's initial parameters: weights N(0, sigma^2), biases zero.
 
-    Values are drawn in float64 from ``numpy.random.default_rng(seed)`` in a fixed order (layer by
-    layer, gate by gate, ``W_x*`` then ``W_h*``; then ``W_hq``) and cast to ``dtype``, so float32 and
-    float64 parameters from one seed differ only by rounding, and every implementation (NumPy, JAX,
-    the PyTorch comparison) starts from the same point.
+    Values are drawn in float64 from ``numpy.random.default_rng(seed)`` in a fixed order (layer
+    by layer, gate by gate, ``W_x*`` then ``W_h*``; then ``W_hq``) and cast to ``dtype``, so
+    float32 and float64 parameters from one seed differ only by rounding, and every implementation
+    (NumPy, JAX, the PyTorch comparison) starts from the same point.
 
     Args:
         spec: the model.
