@@ -4,6 +4,9 @@ It is also the framework-agnostic core that ``rnn_jax`` reuses: data, vocabulary
 initialisation, checkpoints, and the training and generation loops. It imports NumPy only.
 """
 
+# ``train`` and ``generate`` stay the submodules (``numpy_ref.train.train``,
+# ``numpy_ref.generate.generate``): re-exporting the functions would shadow them.
+from numpy_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from numpy_ref.data import (
     CorpusUnavailableError,
     SeqDataLoader,
@@ -16,6 +19,9 @@ from numpy_ref.data import (
     split_corpus,
     tokenize,
 )
+from numpy_ref.generate import predict
+from numpy_ref.models import backward, forward, forward_loss, forward_with_cache, loss_and_grads
+from numpy_ref.optim import clip_by_global_norm, global_norm, sgd
 from numpy_ref.spec import (
     GATES,
     KINDS,
@@ -26,6 +32,7 @@ from numpy_ref.spec import (
     map_params,
     unflatten_params,
 )
+from numpy_ref.train import EpochStats, evaluate, run_epoch, train_epoch, train_loop
 
 __all__ = [
     "CorpusUnavailableError",
@@ -46,4 +53,22 @@ __all__ = [
     "init_params",
     "map_params",
     "unflatten_params",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
+    "predict",
+    "backward",
+    "forward",
+    "forward_loss",
+    "forward_with_cache",
+    "loss_and_grads",
+    "clip_by_global_norm",
+    "global_norm",
+    "sgd",
+    "EpochStats",
+    "evaluate",
+    "run_epoch",
+    "train_epoch",
+    "train_loop",
 ]
