@@ -40,13 +40,14 @@ the rest of ``experiments`` works without it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from numpy_ref.generate import generate
 from numpy_ref.spec import ModelSpec, Params
+from numpy_ref.train import EpochStats, run_epoch
 
 TORCH_GATES = {"rnn": ("h",), "gru": ("r", "z", "h"), "lstm": ("i", "f", "c", "o")}
 INSTALL_HINT = "pip install -e '.[torch]' (the pinned CPU build)"
@@ -365,20 +366,21 @@ def trainable(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def clip_gradients(parameters: Iterable[Any], theta: float) -> float:
+def clip_gradients(parameters: Iterable[Any], theta: float) -> Any:
     """The book's rule: scale all gradients by ``min(1, theta / ||g||)``; returns ``||g||``.
 
     ``torch.nn.utils.clip_grad_norm_`` scales by ``min(1, theta / (||g|| + 1e-6))``: the same up to
     a relative 1e-6/||g||, which float64 parity tests see, so the rule is written out here exactly
-    as ``numpy_ref.optim`` and optax's ``clip_by_global_norm`` apply it.
+    as ``numpy_ref.optim`` and optax's ``clip_by_global_norm`` apply it. The norm stays a tensor
+    (no host synchronisation on a GPU).
     """
     torch = require_torch()
     grads = [p.grad for p in parameters if p.grad is not None]
     norm = torch.sqrt(sum(torch.sum(g * g) for g in grads))
-    if norm > theta:
-        for g in grads:
-            g.mul_(theta / norm)
-    return float(norm)
+    scale = torch.clamp(theta / norm, max=1.0)  # min(1, theta / ||g||)
+    for g in grads:
+        g.mul_(scale)
+    return norm
 
 
 def sgd(parameters: Iterable[Any], lr: float) -> None:
@@ -396,23 +398,43 @@ def loss_fn(logits: Any, Y: Any) -> Any:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, V), Y.T.reshape(-1).long())
 
 
+def _device_of(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def _detach(state: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(s.detach() for s in state)
+
+
+def _sync(device: Any) -> Any:
+    """``sync`` for numpy_ref's ``run_epoch``: wait for queued GPU work before the clock stops."""
+    torch = require_torch()
+    if device.type == "cuda":
+        return lambda _carry: torch.cuda.synchronize(device)
+    return None
+
+
 def loss_and_grads(
     model: Any, X: np.ndarray, Y: np.ndarray, state: tuple[Any, ...]
 ) -> tuple[float, Params, tuple[Any, ...]]:
     """The twin API's ``loss_and_grads`` for a torch model: (loss, grads in our layout, state)."""
     torch = require_torch()
-    device = next(model.parameters()).device
+    device = _device_of(model)
     model.zero_grad(set_to_none=True)
     logits, new_state = model(torch.as_tensor(X, device=device), state)
     loss = loss_fn(logits, torch.as_tensor(Y, device=device))
     loss.backward()
-    return float(loss.detach()), model.named_grads(), tuple(s.detach() for s in new_state)
+    return float(loss.detach()), model.named_grads(), _detach(new_state)
 
 
 def train_step(
     model: Any, X: Any, Y: Any, state: tuple[Any, ...], lr: float, theta: float
-) -> tuple[float, tuple[Any, ...]]:
-    """One minibatch: forward, mean CE, backward, clip to theta, SGD. Returns (loss, state)."""
+) -> tuple[Any, tuple[Any, ...]]:
+    """One minibatch: forward, mean CE, backward, clip to theta, SGD.
+
+    Returns:
+        The loss (a detached 0-d tensor, read only when the epoch ends) and the new state.
+    """
     params = trainable(model)
     for p in params:
         p.grad = None
@@ -421,7 +443,7 @@ def train_step(
     loss.backward()
     clip_gradients(params, theta)
     sgd(params, lr)
-    return float(loss.detach()), state
+    return loss.detach(), state
 
 
 def train_epoch(
@@ -430,67 +452,56 @@ def train_epoch(
     lr: float,
     theta: float,
     use_random_iter: bool,
-) -> tuple[float, int, float]:
-    """One epoch with the book's semantics; returns (sum of loss * tokens, tokens, seconds).
+) -> tuple[Any, EpochStats]:
+    """One epoch with the book's semantics, driven by ``numpy_ref.train.run_epoch``.
 
-    The state is zeroed for the first minibatch and, with ``use_random_iter``, for every one;
-    otherwise it is carried with its gradient history cut (``detach``). Seconds are wall time,
-    data iteration included; on a GPU every loss is read back, which synchronises, as the book.
+    The loop is the one numpy_ref and rnn_jax use: the state zeroed for the first minibatch and,
+    with ``use_random_iter``, for every one, otherwise carried with its gradient history cut
+    (``detach``); perplexity and tokens/s (wall time, data iteration included) computed the same
+    way. The model is updated in place and returned.
     """
     torch = require_torch()
-    device = next(model.parameters()).device
-    start = time.perf_counter()
-    state = None
-    total, tokens = 0.0, 0
-    for X, Y in loader:
-        if state is None or use_random_iter:
-            state = model.begin_state(X.shape[0])
-        else:
-            state = tuple(s.detach() for s in state)
+    device = _device_of(model)
+
+    def step(model: Any, X: np.ndarray, Y: np.ndarray, state: tuple[Any, ...]):
         X_t, Y_t = torch.as_tensor(X, device=device), torch.as_tensor(Y, device=device)
         loss, state = train_step(model, X_t, Y_t, state, lr, theta)
-        total += loss * Y.size
-        tokens += Y.size
-    return total, tokens, time.perf_counter() - start
+        return model, loss, state
+
+    return run_epoch(
+        step, model, loader, model.begin_state, _detach, use_random_iter, sync=_sync(device)
+    )
 
 
 def evaluate(model: Any, loader: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Perplexity ``exp(sum loss * n / sum n)`` over a loader, state carried, no update."""
+    """Perplexity on ``loader``'s data without updating, as ``numpy_ref.train.evaluate``.
+
+    The state is carried across minibatches; a random-sampling loader gets the zero state for
+    each one.
+    """
     torch = require_torch()
-    device = next(model.parameters()).device
-    state = None
-    total, tokens = 0.0, 0
+    device = _device_of(model)
+
+    def step(carry: None, X: np.ndarray, Y: np.ndarray, state: tuple[Any, ...]):
+        logits, state = model(torch.as_tensor(X, device=device), state)
+        return carry, loss_fn(logits, torch.as_tensor(Y, device=device)), state
+
     with torch.no_grad():
-        for X, Y in loader:
-            if state is None:
-                state = model.begin_state(X.shape[0])
-            logits, state = model(torch.as_tensor(X, device=device), state)
-            total += float(loss_fn(logits, torch.as_tensor(Y, device=device))) * Y.size
-            tokens += Y.size
-    if tokens == 0:
-        raise ValueError("evaluate got an empty loader: the corpus is shorter than one batch")
-    return float(np.exp(total / tokens))
+        _, stats = run_epoch(
+            step, None, loader, model.begin_state, _detach,
+            bool(getattr(loader, "use_random_iter", False)),
+        )  # fmt: skip
+    return float(stats.perplexity)
 
 
 def predict(prefix: str, num_preds: int, model: Any, vocab: Any) -> str:
-    """The book's ``predict_ch8``: warm up on ``prefix``, then ``num_preds`` greedy characters."""
+    """The book's ``predict_ch8`` through numpy_ref's ``generate``: warm-up, then greedy."""
     torch = require_torch()
-    if not prefix:
-        raise ValueError("predict needs a non-empty prefix")
-    device = next(model.parameters()).device
-    outputs = [vocab[prefix[0]]]
+    device = _device_of(model)
+
+    def step(token: int, state: tuple[Any, ...]) -> tuple[np.ndarray, tuple[Any, ...]]:
+        logits, state = model(torch.tensor([[token]], device=device), state)  # (1, 1, V)
+        return logits[0, 0].cpu().numpy(), state
+
     with torch.no_grad():
-        state = model.begin_state(1)
-
-        def step() -> Any:
-            nonlocal state
-            X = torch.tensor([[outputs[-1]]], device=device)  # (1, 1)
-            logits, state = model(X, state)
-            return logits
-
-        for token in prefix[1:]:  # warm-up
-            step()
-            outputs.append(vocab[token])
-        for _ in range(num_preds):
-            outputs.append(int(step().reshape(-1).argmax()))
-    return "".join(vocab.idx_to_token[i] for i in outputs)
+        return generate(prefix, num_preds, vocab, step, model.begin_state(1))

@@ -36,8 +36,18 @@ CASES = [
     ("lstm", 2, "before"),
 ]
 CASE_IDS = [f"{k}-L{L}" + (f"-{r}" if k == "gru" else "") for k, L, r in CASES]
+IDS = dict(zip(CASES, CASE_IDS, strict=True))
 NN_CASES = [c for c in CASES if c != ("gru", 1, "before")]  # nn.GRU is the "after" variant
-NN_IDS = [i for c, i in zip(CASES, CASE_IDS, strict=True) if c in NN_CASES]
+# JAX compiles every model anew (about a second each), so its tests take the book's models plus
+# one 2-layer model rather than every variant; numpy_ref covers all of CASES.
+JAX_CASES = [("rnn", 1, "before"), ("gru", 1, "after"), ("gru", 1, "before"), ("lstm", 1, "before"),
+             ("lstm", 2, "before")]  # fmt: skip
+STEP_CASES = [
+    ("rnn", 1, "before"),
+    ("gru", 1, "after"),
+    ("gru", 1, "before"),
+    ("lstm", 2, "before"),
+]
 B, T, V, H = 3, 5, 7, 6
 
 
@@ -90,7 +100,7 @@ def torch_state(state: tuple[np.ndarray, ...]) -> tuple:
 # --- PyTorch against itself and the mapping ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kind", "layers", "reset"), NN_CASES, ids=NN_IDS)
+@pytest.mark.parametrize(("kind", "layers", "reset"), NN_CASES, ids=[IDS[c] for c in NN_CASES])
 def test_scratch_and_nn_modules_agree(kind: str, layers: int, reset: str) -> None:
     spec = ModelSpec(kind, V, H, layers, reset)
     models = torch_models(spec, random_params(spec))
@@ -158,3 +168,127 @@ def test_bias_hh_is_frozen_so_both_models_train_the_same_parameters() -> None:
     model = torch_ref.ConciseLM(spec, random_params(spec))
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen == ["rnn.bias_hh_l0", "rnn.bias_hh_l1"]
+
+
+# --- numpy_ref against PyTorch ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "layers", "reset"), CASES, ids=CASE_IDS)
+def test_numpy_logits_grads_and_state_equal_torch(kind: str, layers: int, reset: str) -> None:
+    from numpy_ref import models
+
+    spec = ModelSpec(kind, V, H, layers, reset)
+    params = random_params(spec)
+    X, Y = batch()
+    state = nonzero_state(spec)
+    logits, _ = models.forward(spec, params, X, state)
+    loss, grads, final = models.loss_and_grads(spec, params, X, Y, state)
+    for model in torch_models(spec, params):
+        with torch.no_grad():
+            torch_logits, _ = model(torch.tensor(X), torch_state(state))
+        np.testing.assert_allclose(logits, torch_logits.numpy(), rtol=RTOL, atol=ATOL)
+        torch_loss, torch_grads, torch_final = torch_ref.loss_and_grads(
+            model, X, Y, torch_state(state)
+        )
+        np.testing.assert_allclose(loss, torch_loss, rtol=RTOL, atol=ATOL)
+        assert_params_close(grads, torch_grads)
+        for ours, theirs in zip(final, torch_final, strict=True):
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=RTOL, atol=ATOL)
+
+
+# --- rnn_jax against PyTorch -----------------------------------------------------------------
+
+
+@pytest.fixture
+def x64():
+    """JAX in float64 for one test only (``jax.enable_x64`` restores the setting after)."""
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield jax
+
+
+@pytest.mark.parametrize(("kind", "layers", "reset"), JAX_CASES, ids=[IDS[c] for c in JAX_CASES])
+def test_jax_logits_grads_and_state_equal_torch(x64, kind: str, layers: int, reset: str) -> None:
+    import rnn_jax
+
+    spec = ModelSpec(kind, V, H, layers, reset)
+    params = random_params(spec)
+    X, Y = batch()
+    state = nonzero_state(spec)
+    jax_params = rnn_jax.to_jax(params, "cpu")
+    jax_state = tuple(x64.numpy.asarray(s) for s in state)
+    logits, _ = rnn_jax.forward(spec, jax_params, X, jax_state)
+    loss, grads, final = rnn_jax.loss_and_grads(spec, jax_params, X, Y, jax_state)
+    assert np.asarray(logits).dtype == np.float64
+    grads = x64.tree.map(np.asarray, grads)
+    for model in torch_models(spec, params):
+        with torch.no_grad():
+            torch_logits, _ = model(torch.tensor(X), torch_state(state))
+        np.testing.assert_allclose(np.asarray(logits), torch_logits.numpy(), rtol=RTOL, atol=ATOL)
+        torch_loss, torch_grads, torch_final = torch_ref.loss_and_grads(
+            model, X, Y, torch_state(state)
+        )
+        np.testing.assert_allclose(float(loss), torch_loss, rtol=RTOL, atol=ATOL)
+        assert_params_close(grads, torch_grads)
+        for ours, theirs in zip(final, torch_final, strict=True):
+            np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=RTOL, atol=ATOL)
+
+
+# --- one training step with clipping ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "layers", "reset"), STEP_CASES, ids=[IDS[c] for c in STEP_CASES])
+def test_one_clipped_sgd_step_gives_the_same_parameters(
+    x64, kind: str, layers: int, reset: str
+) -> None:
+    """``train_epoch`` over one minibatch (zero state, BPTT, clip, SGD) in all three."""
+    import rnn_jax
+    from numpy_ref import models, optim
+    from numpy_ref import train as np_train
+
+    spec = ModelSpec(kind, V, H, layers, reset)
+    params = random_params(spec)
+    loader = [batch()]
+    lr, theta = 0.7, 0.02
+    zero = tuple(np.zeros_like(s) for s in nonzero_state(spec))
+    _, grads, _ = models.loss_and_grads(spec, params, *loader[0], zero)
+    assert optim.global_norm(grads) > 5 * theta  # the clipping is active, not a no-op
+
+    ours, np_stats = np_train.train_epoch(spec, params, loader, lr, theta, False)
+    theirs, jax_stats = rnn_jax.train_epoch(
+        spec, rnn_jax.to_jax(params, "cpu"), loader, lr, theta, False
+    )
+    assert_params_close(x64.tree.map(np.asarray, theirs), ours)
+    np.testing.assert_allclose(jax_stats.perplexity, np_stats.perplexity, rtol=RTOL)
+    for model in torch_models(spec, params):
+        model, torch_stats = torch_ref.train_epoch(model, loader, lr, theta, False)
+        assert_params_close(model.to_params(), ours)
+        np.testing.assert_allclose(torch_stats.perplexity, np_stats.perplexity, rtol=RTOL)
+
+
+def test_clip_grad_norm_adds_an_epsilon_that_the_books_rule_does_not() -> None:
+    """Why torch_ref writes the clipping out: clip_grad_norm_ divides by ||g|| + 1e-6."""
+    from numpy_ref import models, optim
+
+    spec = ModelSpec("lstm", V, H, 2)
+    params = random_params(spec)
+    X, Y = batch()
+    zero = tuple(np.zeros((2, B, H)) for _ in range(2))
+    _, grads, _ = models.loss_and_grads(spec, params, X, Y, zero)
+    theta = 0.1
+    norm = optim.global_norm(grads)
+    assert norm > theta
+    book = optim.clip_by_global_norm(grads, theta)
+
+    model = torch_ref.ScratchLM(spec, params)
+    torch_ref.loss_and_grads(model, X, Y, torch_state(zero))
+    torch_ref.clip_gradients(model.parameters(), theta)
+    assert_params_close(model.named_grads(), book)
+
+    torch_ref.loss_and_grads(model, X, Y, torch_state(zero))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), theta)
+    ratio = norm / (norm + 1e-6)  # clip_grad_norm_'s scale over the book's
+    clipped = flatten_params(model.named_grads())
+    for key, value in flatten_params(book).items():
+        np.testing.assert_allclose(clipped[key], value * ratio, rtol=RTOL, atol=1e-15)
+    assert not np.allclose(clipped["W_hq"], flatten_params(book)["W_hq"], rtol=1e-12, atol=0)

@@ -1,0 +1,119 @@
+"""Collect the ``summary.json`` of run directories into one Markdown table, for the README.
+
+    python -m experiments.table runs/*
+
+Each argument is a run directory, or a folder whose sub-folders are run directories (``--iter
+both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows are sorted
+by book section, iteration and implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.config import IMPLS, ITERS, SECTIONS
+from experiments.rundir import SUMMARY
+
+COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "tokens/s", "device",
+           "machine", "date")  # fmt: skip
+
+
+def find_summaries(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``summary.json`` files in ``paths`` or one level below; and the paths that had none."""
+    found: list[Path] = []
+    empty: list[Path] = []
+    for path in map(Path, paths):
+        if (path / SUMMARY).is_file():
+            found.append(path / SUMMARY)
+            continue
+        below = sorted(path.glob(f"*/{SUMMARY}")) if path.is_dir() else []
+        if below:
+            found.extend(below)
+        else:
+            empty.append(path)
+    return found, empty
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} cannot be read as JSON ({err}); rerun that experiment") from None
+    missing = [
+        k for k in ("section", "impl", "iter", "epochs", "train_perplexity") if k not in summary
+    ]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a run summary")
+    return summary
+
+
+def _order(summary: dict[str, Any]) -> tuple[Any, ...]:
+    sections = list(SECTIONS)
+    section = summary["section"]
+    return (
+        sections.index(section) if section in sections else len(sections),
+        ITERS.index(summary["iter"]) if summary["iter"] in ITERS else len(ITERS),
+        IMPLS.index(summary["impl"]) if summary["impl"] in IMPLS else len(IMPLS),
+        summary.get("date", ""),
+    )
+
+
+def _number(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One row per run, in the order of :data:`COLUMNS`."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for s in sorted(summaries, key=_order):
+        book = s.get("book_section")
+        section = f"{book} {s['section']}" if book else s["section"]
+        cells = [
+            section,
+            s["impl"] + (f" ({s['torch_model']})" if s.get("torch_model") else ""),
+            s["iter"],
+            str(s["epochs"]),
+            _number(s["train_perplexity"], ".2f"),
+            _number(s.get("val_perplexity"), ".2f"),
+            _number(s.get("tokens_per_sec"), ".1f"),
+            s.get("device", "-"),
+            str(s.get("machine", "-")).replace("|", "/"),
+            s.get("date", "-")[:10],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = "experiments.table"
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if not args:
+        print(f"{prog}: error: give run directories, e.g. runs/*", file=sys.stderr)
+        return 2
+    found, empty = find_summaries(args)
+    if not found:
+        print(f"{prog}: error: no {SUMMARY} in {' '.join(args)}: run an experiment first",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        summaries = [load_summary(p) for p in found]
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(summaries))
+    if empty:
+        print(f"{prog}: skipped {len(empty)} path(s) without {SUMMARY}: "
+              f"{' '.join(map(str, empty))}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

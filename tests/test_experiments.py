@@ -1,0 +1,321 @@
+"""The experiment scripts: bad input ends with one line and exit code 2; tiny runs write every file.
+
+Runs use tiny settings (a few hidden units, one or two epochs, 2,000 training tokens) so that the
+whole file takes seconds; they still go through the real corpus, the real loaders and the real
+implementations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import cli, compare, table
+from experiments.config import ConfigError, section_config
+from experiments.rundir import CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY
+from numpy_ref.spec import flatten_params
+
+pytestmark = pytest.mark.usefixtures("corpus_env")
+
+TINY = ["--epochs", "2", "--hidden", "8", "--max-tokens", "2000"]
+BOOK_LINE = re.compile(r"^perplexity \d+\.\d, \d+\.\d tokens/sec on cpu:0$")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], section: str, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(section, list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_unknown_impl_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run_cli(capsys, "rnn_scratch", "--impl", "mxnet", "--out", str(tmp_path))
+    assert_one_error_line(code, err, "--impl", "mxnet", "numpy")
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--epochs", "0"),
+        ("--epochs", "-3"),
+        ("--hidden", "0"),
+        ("--layers", "-1"),
+        ("--lr", "0"),
+        ("--lr", "-0.5"),
+        ("--lr", "nan"),
+        ("--batch-size", "0"),
+        ("--num-steps", "0"),
+        ("--theta", "0"),
+        ("--epochs", "two"),
+    ],
+)
+def test_non_positive_sizes_rates_and_epochs_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str
+) -> None:
+    code, _, err = run_cli(capsys, "lstm", flag, value, "--out", str(tmp_path / "run"))
+    assert_one_error_line(code, err, flag, repr(value))
+    assert not (tmp_path / "run").exists()
+
+
+def test_torch_run_without_torch_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    code, _, err = run_cli(capsys, "gru", "--impl", "torch", "--out", str(tmp_path / "run"))
+    assert_one_error_line(code, err, "PyTorch is not installed", "pip install")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_below_a_file_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(blocker / "run"))
+    assert_one_error_line(code, err, "--out", "not writable")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(tmp_path / "run"))
+    finally:
+        tmp_path.chmod(0o700)
+    assert_one_error_line(code, err, "--out", "not writable")
+
+
+def test_existing_run_directory_needs_overwrite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / METRICS).write_text("an earlier run\n")
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out))
+    assert_one_error_line(code, err, str(out), "--overwrite")
+    assert (out / METRICS).read_text() == "an earlier run\n"
+
+    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out), "--overwrite")
+    assert code == 0, err
+    assert len((out / METRICS).read_text().splitlines()) == 2
+    assert (out / "notes.txt").read_text() == "mine"  # only run files are replaced
+
+
+def test_concise_torch_model_refuses_the_books_gru(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(
+        capsys, "gru", "--impl", "torch", "--torch-model", "concise", "--out", str(tmp_path)
+    )
+    assert_one_error_line(code, err, "nn.GRU", "--torch-model scratch")
+
+
+def test_numpy_on_a_gpu_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "lstm", "--device", "cuda", "--out", str(tmp_path))
+    assert_one_error_line(code, err, "--device", "CPU only")
+
+
+def test_the_entry_point_exits_2_with_one_line() -> None:
+    """Through ``python -m``, as a user runs it (the one subprocess of this file)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.deep_rnn", "--lr", "0"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "experiments.deep_rnn: error: argument --lr: must be a finite number > 0, got '0'"
+    ]
+
+
+def test_python_api_raises_config_errors() -> None:
+    with pytest.raises(ConfigError, match="--epochs"):
+        section_config("gru", num_epochs=0)
+    with pytest.raises(ConfigError, match="--impl"):
+        section_config("gru", impl="mxnet")
+    with pytest.raises(ConfigError, match="unknown section"):
+        section_config("transformer")
+
+
+# --- the book's defaults -----------------------------------------------------------------------
+
+
+def test_sections_carry_the_books_settings() -> None:
+    expected = {
+        "rnn_scratch": ("rnn", 512, 1, 1.0, "scratch"),
+        "rnn_concise": ("rnn", 256, 1, 1.0, "concise"),
+        "gru": ("gru", 256, 1, 1.0, "scratch"),  # nn.GRU is the "after" variant
+        "lstm": ("lstm", 256, 1, 1.0, "concise"),
+        "deep_rnn": ("lstm", 256, 2, 2.0, "concise"),
+    }
+    for name, model in expected.items():
+        c = section_config(name)
+        assert (c.kind, c.num_hiddens, c.num_layers, c.lr, c.torch_model) == model
+        assert (c.batch_size, c.num_steps, c.theta, c.num_epochs) == (32, 35, 1.0, 500)
+        assert (c.max_tokens, c.gru_reset, c.impl) == (10_000, "before", "numpy")
+    assert section_config("gru", gru_reset="after").torch_model == "concise"
+
+
+def test_rnn_scratch_runs_both_iterations_by_default() -> None:
+    configs = cli.configs_from_args("rnn_scratch", ["--impl", "jax"])
+    assert [(c.iter, c.out) for c in configs] == [
+        ("seq", "runs/rnn_scratch-seq-jax"),
+        ("random", "runs/rnn_scratch-random-jax"),
+    ]
+    assert [c.use_random_iter for c in configs] == [False, True]
+    configs = cli.configs_from_args("rnn_scratch", ["--out", "x", "--quick"])
+    assert [(c.out, c.num_epochs) for c in configs] == [("x/seq", 10), ("x/random", 10)]
+    (book,) = cli.configs_from_args("rnn_scratch", ["--iter", "book-random"])
+    assert (book.use_random_iter, book.loader_random) == (True, False)
+    (gru,) = cli.configs_from_args("gru", ["--impl", "torch"])
+    assert gru.out == "runs/gru-torch"
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+def check_run_dir(out: Path, epochs: int, impl: str) -> dict:
+    """Every file of a run directory exists and parses; returns the summary."""
+    config = json.loads((out / CONFIG).read_text())
+    assert config["impl"] == impl and config["num_epochs"] == epochs
+    records = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))
+    for r in records:
+        assert set(r) == {
+            "epoch",
+            "train_perplexity",
+            "val_perplexity",
+            "tokens_per_sec",
+            "seconds",
+        }
+        # An untrained model is near uniform over V = 28 tokens; two tiny epochs stay close.
+        assert 1 < r["train_perplexity"] < 29 and 1 < r["val_perplexity"] < 29
+        assert r["tokens_per_sec"] > 0 and r["seconds"] > 0
+    assert (out / PLOT).read_bytes()[:8] == PNG_MAGIC
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["impl"] == impl and summary["epochs"] == epochs
+    assert summary["train_perplexity"] == records[-1]["train_perplexity"]
+    assert summary["val_perplexity"] == records[-1]["val_perplexity"]
+    for key in ("device", "machine", "versions", "date", "command", "predictions"):
+        assert summary[key], key
+    from numpy_ref.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / CHECKPOINT) is not None
+    return summary
+
+
+@pytest.mark.parametrize("impl", ["numpy", "jax", "torch"])
+def test_a_tiny_run_writes_every_file_and_prints_the_books_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, impl: str
+) -> None:
+    if impl == "torch":
+        pytest.importorskip("torch", reason="PyTorch is an optional extra")
+    out = tmp_path / impl
+    code, stdout, err = run_cli(capsys, "rnn_concise", "--impl", impl, *TINY, "--out", str(out))
+    assert code == 0, err
+    assert err == ""  # the progress bar is quiet when stderr is not a terminal
+    lines = stdout.splitlines()
+    assert BOOK_LINE.match(lines[0]), lines[0]
+    assert lines[1].startswith("time traveller") and len(lines[1]) == len("time traveller") + 50
+    assert lines[2].startswith("traveller") and len(lines[2]) == len("traveller") + 50
+    assert lines[3].startswith("validation perplexity ")
+    summary = check_run_dir(out, 2, impl)
+    assert summary["book_line"] == lines[0]
+    assert summary["predictions"] == {"time traveller": lines[1], "traveller": lines[2]}
+
+
+def test_a_continuation_is_printed_every_ten_epochs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["--epochs", "20", "--hidden", "4", "--max-tokens", "1200", "--val-fraction", "0"]
+    code, stdout, err = run_cli(capsys, "gru", *argv, "--out", str(tmp_path))
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert [line[:14] for line in lines[:2]] == ["time traveller"] * 2  # epochs 10 and 20
+    assert BOOK_LINE.match(lines[2])
+    assert not any(line.startswith("validation") for line in lines)
+
+
+def test_both_iterations_write_two_run_directories(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, stdout, err = run_cli(capsys, "rnn_scratch", *TINY, "--out", str(tmp_path))
+    assert code == 0, err
+    for iter_ in ("seq", "random"):
+        summary = check_run_dir(tmp_path / iter_, 2, "numpy")
+        assert summary["iter"] == iter_
+    assert stdout.count("tokens/sec on cpu:0") == 2
+
+
+def test_table_collects_the_summaries(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run_cli(capsys, "rnn_scratch", *TINY, "--out", str(tmp_path / "a"))[0] == 0
+    assert run_cli(capsys, "lstm", *TINY, "--out", str(tmp_path / "b"))[0] == 0
+    (tmp_path / "c").mkdir()
+    assert table.main([str(tmp_path / "b"), str(tmp_path / "a"), str(tmp_path / "c")]) == 0
+    captured = capsys.readouterr()
+    rows = captured.out.splitlines()
+    assert rows[0].startswith("| section | impl | iter | epochs | train ppl | val ppl |")
+    assert [r.split(" | ")[0:3] for r in rows[2:]] == [
+        ["| 8.5 rnn_scratch", "numpy", "seq"],
+        ["| 8.5 rnn_scratch", "numpy", "random"],
+        ["| 9.2 lstm", "numpy", "seq"],
+    ]
+    assert "skipped 1 path" in captured.err
+
+    assert table.main([str(tmp_path / "c")]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_compare_runs_the_same_start_with_each_impl(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    impls = "numpy,jax,torch" if _has_torch() else "numpy,jax"
+    code = compare.main(["--impls", impls, *TINY, "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for name in (compare.TABLE, compare.JSON, compare.PLOT):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / compare.TABLE).read_text().strip() in captured.out
+    rows = captured.out.splitlines()
+    assert rows[0] == "| epoch | " + " | ".join(impls.split(",")) + " |"
+    assert rows[2].startswith("| 1 | ") and rows[3].startswith("| 2 | ")
+    if "torch" in impls:
+        assert any(r.startswith("| **speed / torch (median)** |") for r in rows)
+    data = json.loads((tmp_path / compare.JSON).read_text())
+    assert list(data) == impls.split(",")
+    # Same initial weights and the same two minibatches, then two float32 SGD steps: the final
+    # parameters agree to float32 rounding (relative ~1e-6 observed). A different start or a
+    # different batch would differ by the size of the weights themselves (sigma = 0.01).
+    from numpy_ref.checkpoint import load_checkpoint
+
+    finals = [load_checkpoint(Path(d["run_dir"]) / CHECKPOINT).params for d in data.values()]
+    for other in finals[1:]:
+        for key, value in flatten_params(finals[0]).items():
+            np.testing.assert_allclose(flatten_params(other)[key], value, rtol=1e-4, atol=1e-6)
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
