@@ -1,0 +1,94 @@
+"""Where the arrays live: choosing a JAX device, naming it as the book does, placing parameters.
+
+The computation runs where its parameters are: :func:`to_jax` puts a parameter dict on a device,
+and the training and evaluation loops put each minibatch next to the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from numpy_ref.spec import Params
+
+_GPU_NAMES = ("gpu", "cuda")
+
+
+def _gpus() -> list[Any]:
+    try:
+        return list(jax.devices("gpu"))
+    except RuntimeError:  # no GPU backend in this jaxlib, or no GPU on the machine
+        return []
+
+
+def get_device(device: str | None = "auto") -> Any:
+    """A ``jax.Device`` from a name.
+
+    Args:
+        device: ``"auto"`` or ``None`` (the book's ``try_gpu()``: the first GPU, else the CPU),
+            ``"cpu"``, ``"gpu"`` / ``"cuda"`` (the first GPU), or an indexed ``"cpu:N"``,
+            ``"gpu:N"``, ``"cuda:N"``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: the name is unknown, or names a GPU that JAX does not see here (never a
+            silent fall-back to the CPU).
+    """
+    if device is None or device == "auto":
+        gpus = _gpus()
+        return gpus[0] if gpus else jax.devices("cpu")[0]
+    name, _, index_text = str(device).partition(":")
+    if name not in ("cpu", *_GPU_NAMES) or (index_text and not index_text.isdigit()):
+        raise ValueError(
+            f"device {device!r} is not a device name: use auto, cpu, gpu, cuda, or cpu:N / cuda:N"
+        )
+    index = int(index_text or 0)
+    candidates = _gpus() if name in _GPU_NAMES else list(jax.devices("cpu"))
+    if index >= len(candidates):
+        what = "GPU" if name in _GPU_NAMES else "CPU device"
+        raise ValueError(
+            f"device {device!r}: JAX sees {len(candidates)} {what}(s) here "
+            f"(backend {jax.default_backend()!r}, devices {jax.devices()}); use device='cpu', "
+            f"or install a jaxlib with GPU support (pip install 'jax[cuda12]') on a GPU machine"
+        )
+    return candidates[index]
+
+
+def device_name(device: Any) -> str:
+    """The book's name of a device: ``cpu:0``, ``cuda:0``."""
+    platform = "cuda" if device.platform in _GPU_NAMES else device.platform
+    index = getattr(device, "local_hardware_id", None)
+    return f"{platform}:{device.id if index is None else index}"
+
+
+def device_of(params: Params) -> Any:
+    """The device holding ``params`` (the default device for NumPy arrays)."""
+    leaf = params["W_hq"]
+    if isinstance(leaf, jax.Array):
+        devices = leaf.devices()
+        if len(devices) == 1:
+            return next(iter(devices))
+    return jax.devices()[0]
+
+
+def to_jax(params: Params, device: str | Any | None = "auto") -> Params:
+    """A copy of ``params`` as JAX arrays on ``device`` (a name for :func:`get_device`, or a
+    ``jax.Device``); dtypes are kept, so float64 needs JAX's x64 mode (``jax.enable_x64``)."""
+    target = get_device(device) if device is None or isinstance(device, str) else device
+    for leaf in jax.tree.leaves(params):
+        if np.dtype(leaf.dtype) == np.float64 and not jax.config.jax_enable_x64:
+            raise ValueError(
+                "params are float64 but JAX's x64 mode is off, so they would become float32: "
+                "run under `with jax.enable_x64(True):` or set JAX_ENABLE_X64=1"
+            )
+    return jax.device_put(jax.tree.map(jnp.asarray, params), target)
+
+
+def fresh_copy(params: Params, device: Any) -> Params:
+    """New buffers holding ``params`` on ``device``: safe to donate, the caller's stay valid."""
+    return jax.tree.map(lambda a: jax.device_put(a, device, may_alias=False), params)

@@ -1,0 +1,234 @@
+"""The language model in JAX: embedding gather, ``lax.scan`` recurrence, output layer, loss.
+
+Letters: B batch, T steps, V vocabulary, D layer input (V for layer 0, H above), H hidden,
+L layers, G gates of the kind, N = T*B.
+
+For every layer ``l`` (a Python loop over layers, one scan over time each)::
+
+    A_x = W_x[X] + b                   layer 0: a row gather (the one-hot product, without one-hot)
+    A_x = H^(l-1) W_x + b              layers above: one (N, H) x (H, G*H) product
+    H^(l), state_l = recurrence(A_x, W_h, state_l)       lax.scan over T, see rnn_jax.cells
+    logits = H^(L-1) W_hq + b_q        one (N, H) x (H, V) product, time-major (T, B, V)
+    loss = mean over the N positions of -log softmax(logits)[Y]
+
+Gradients come one of two ways (``grad_mode``):
+
+- ``"autodiff"``: ``jax.value_and_grad`` through everything, the scan included;
+- ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
+  project's own BPTT (docs/bptt.md): a reverse ``lax.scan`` of the cells' ``step_backward`` over
+  the activations the forward scan saved, then the recurrent weights' gradient as one product
+  over all N rows. The gather, the input and output products and the loss are differentiated by
+  JAX either way.
+
+All functions are pure; ``forward`` and ``loss_and_grads`` are ``jit``-compiled per (spec, shapes).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from numpy_ref.spec import ModelSpec, Params, State
+from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
+
+Array = jax.Array
+GRAD_MODES = ("bptt", "autodiff")
+
+
+def check_grad_mode(grad_mode: str) -> str:
+    if grad_mode not in GRAD_MODES:
+        raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+    return grad_mode
+
+
+# --- the recurrence, two ways ---------------------------------------------------------------------
+
+
+def scan_recurrence(
+    cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
+) -> tuple[Array, tuple[Array, ...]]:
+    """Run ``cell`` over time; differentiable by JAX's autodiff.
+
+    Args:
+        cell: the cell.
+        A_x: (T, B, G*H) input part of every gate, bias included.
+        W_h: (H, G*H) stacked recurrent weights.
+        state0: ``(h,)`` or ``(h, c)``, each (B, H).
+
+    Returns:
+        ``(H_all (T, B, H), state_T)``: every step's hidden state and the last state.
+    """
+
+    W = cell.forward_weights(W_h)
+
+    def body(carry, a_x):
+        carry, h_next, _ = cell.step_forward(W, carry, a_x)
+        return carry, h_next
+
+    state_T, H_all = lax.scan(body, state0, A_x)
+    return H_all, state_T
+
+
+def _make_bptt_recurrence(cell: Cell) -> Any:
+    """:func:`scan_recurrence` of ``cell`` with the hand-written backward as its VJP."""
+
+    @jax.custom_vjp
+    def recurrence(A_x, W_h, state0):
+        return scan_recurrence(cell, A_x, W_h, state0)
+
+    def recurrence_fwd(A_x, W_h, state0):
+        W = cell.forward_weights(W_h)
+
+        def body(carry, a_x):
+            carry, h_next, cache = cell.step_forward(W, carry, a_x)
+            return carry, (h_next, cache)
+
+        state_T, (H_all, caches) = lax.scan(body, state0, A_x)
+        return (H_all, state_T), (W_h, caches)
+
+    def recurrence_bwd(residuals, cotangents):
+        W_h, caches = residuals
+        dH_all, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
+        W_T = cell.backward_weights(W_h)
+
+        def body(dcarry_next, inputs):
+            dh_out, cache = inputs
+            dcarry_prev, da_x, da_rec = cell.step_backward(W_T, dcarry_next, dh_out, cache)
+            return dcarry_prev, (da_x, da_rec)
+
+        dstate0, (dA_x, dA_rec) = lax.scan(body, tuple(dstate_T), (dH_all, caches), reverse=True)
+        dW_h = cell.weight_grad(caches, dA_rec)  # one product over all T*B rows
+        return dA_x, dW_h, dstate0
+
+    recurrence.defvjp(recurrence_fwd, recurrence_bwd)
+    return recurrence
+
+
+_BPTT_RECURRENCES = {name: _make_bptt_recurrence(cell) for name, cell in CELLS.items()}
+
+
+def _recurrence(spec: ModelSpec, grad_mode: str) -> Any:
+    cell = cell_for(spec)
+    if grad_mode == "bptt":
+        return _BPTT_RECURRENCES[cell.name]
+    return partial(scan_recurrence, cell)
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def _forward(
+    spec: ModelSpec, params: Params, X: Array, state: State, grad_mode: str
+) -> tuple[Array, State]:
+    T, B = X.shape[1], X.shape[0]  # X is (B, T); everything inside is time-major
+    recurrence = _recurrence(spec, grad_mode)
+    H_all = None
+    last_states = []
+    for layer_index, layer in enumerate(params["layers"]):
+        W_x, W_h, b = stack_layer(spec, layer)
+        if layer_index == 0:
+            A_x = W_x[X.T] + b  # (T, B, G*H): row X[b, t] of W_x, as the one-hot product picks
+        else:
+            A_x = (H_all.reshape(T * B, -1) @ W_x + b).reshape(T, B, -1)
+        state0 = tuple(s[layer_index] for s in state)
+        H_all, state_l = recurrence(A_x, W_h, state0)
+        last_states.append(state_l)
+    new_state = tuple(jnp.stack([s[k] for s in last_states]) for k in range(spec.num_states))
+    logits = H_all.reshape(T * B, -1) @ params["W_hq"] + params["b_q"]  # (N, V), row t*B + b
+    return logits.reshape(T, B, -1), new_state
+
+
+def _mean_cross_entropy(logits: Array, Y: Array) -> Array:
+    """Mean of ``-log softmax(logits)[Y]``: logits (T, B, V), Y (B, T) int."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, Y.T[..., None], axis=-1)  # (T, B, 1)
+    return -jnp.mean(picked)
+
+
+def _loss(
+    params: Params, spec: ModelSpec, X: Array, Y: Array, state: State, grad_mode: str
+) -> tuple[Array, State]:
+    logits, state = _forward(spec, params, X, state, grad_mode)
+    return _mean_cross_entropy(logits, Y), state
+
+
+def loss_and_grads_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
+    """The un-jitted ``(params, X, Y, state) -> (loss, grads, state)``, for other jit regions.
+
+    The returned state carries no gradient (``lax.stop_gradient``): the next minibatch of a
+    sequential epoch starts from its value only (truncated BPTT).
+    """
+    check_grad_mode(grad_mode)
+    value_and_grad = jax.value_and_grad(_loss, has_aux=True)
+
+    def fn(params: Params, X: Array, Y: Array, state: State) -> tuple[Array, Params, State]:
+        (loss, new_state), grads = value_and_grad(params, spec, X, Y, state, grad_mode)
+        return loss, grads, lax.stop_gradient(new_state)
+
+    return fn
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _forward_jit(spec: ModelSpec, params: Params, X: Array, state: State) -> tuple[Array, State]:
+    return _forward(spec, params, X, state, "autodiff")
+
+
+@partial(jax.jit, static_argnums=(0, 5))
+def _loss_and_grads_jit(
+    spec: ModelSpec, params: Params, X: Array, Y: Array, state: State, grad_mode: str
+) -> tuple[Array, Params, State]:
+    return loss_and_grads_fn(spec, grad_mode)(params, X, Y, state)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _loss_jit(
+    spec: ModelSpec, params: Params, X: Array, Y: Array, state: State
+) -> tuple[Array, State]:
+    return _loss(params, spec, X, Y, state, "autodiff")
+
+
+def loss(spec: ModelSpec, params: Params, X: Any, Y: Any, state: State) -> tuple[Array, State]:
+    """Mean cross-entropy over the B*T positions, without gradient: ``(loss (), state)``."""
+    return _loss_jit(spec, params, jnp.asarray(X), jnp.asarray(Y), tuple(state))
+
+
+def forward(spec: ModelSpec, params: Params, X: Any, state: State) -> tuple[Array, State]:
+    """The model on one minibatch.
+
+    Args:
+        spec: the model.
+        params: the shared parameter dict of JAX arrays.
+        X: (B, T) int token indices.
+        state: tuple of ``spec.num_states`` arrays (L, B, H).
+
+    Returns:
+        ``(logits (T, B, V), state)``: time-major logits, row ``t*B + b`` of their (N, V) view
+        pairs with ``Y[b, t]``; the state after the last step.
+    """
+    return _forward_jit(spec, params, jnp.asarray(X), tuple(state))
+
+
+def loss_and_grads(
+    spec: ModelSpec, params: Params, X: Any, Y: Any, state: State, grad_mode: str = "bptt"
+) -> tuple[Array, Params, State]:
+    """Mean cross-entropy over the B*T positions and its gradient.
+
+    Args:
+        spec: the model.
+        params: the shared parameter dict of JAX arrays.
+        X: (B, T) int inputs.
+        Y: (B, T) int targets, ``Y[b, t]`` follows ``X[b, t]``.
+        state: tuple of (L, B, H) arrays, the initial state (no gradient flows into it).
+        grad_mode: ``"bptt"`` (the hand-written backward) or ``"autodiff"``.
+
+    Returns:
+        ``(loss (), grads, state)``: grads in the layout of ``params``; the state after the
+        last step, without gradient.
+    """
+    check_grad_mode(grad_mode)
+    X, Y = jnp.asarray(X), jnp.asarray(Y)
+    return _loss_and_grads_jit(spec, params, X, Y, tuple(state), grad_mode)
