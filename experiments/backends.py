@@ -124,7 +124,7 @@ class JaxBackend(Backend):
         try:
             self._device = rnn_jax.get_device(config.device)
         except ValueError as err:
-            raise ImplUnavailableError(str(err)) from err
+            raise ImplUnavailableError(f"--impl jax: {err}") from err
         self.device = rnn_jax.device_name(self._device)
         self.spec: ModelSpec | None = None
 

@@ -29,9 +29,11 @@ from experiments.config import (
     TORCH_MODELS,
     ConfigError,
     RunConfig,
+    default_run_dir,
     section_config,
 )
 
+EXIT_DIVERGED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -192,13 +194,15 @@ def configs_from_args(
 ) -> list[RunConfig]:
     """Parse ``argv`` into the runs of one command (two for ``--iter both``)."""
     args = build_parser(section).parse_args(argv)
-    iters = SECTIONS[section].iters if args.iter == "both" else (args.iter,)
+    iters = ("seq", "random") if args.iter == "both" else (args.iter,)
     base = overrides_from_args(args)
     base["command"] = command if command is not None else _command(section, argv)
     configs = []
     for iter_ in iters:
         out = args.out
-        if out is not None and len(iters) > 1:
+        if len(iters) > 1 and out is None:  # name each run's iteration
+            out = default_run_dir(section, iter_, args.impl, named=True)
+        elif len(iters) > 1:
             out = str(Path(out) / iter_)
         configs.append(section_config(section, iter=iter_, out=out, **base))
     return configs
@@ -235,14 +239,20 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
             print(f"run directory: {result.run_dir}")
     except ConfigError as err:
         return fail(prog, str(err))
+    except FloatingPointError as err:  # a diverged run: say so in one line, keep the files
+        print(f"{prog}: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the run directory keeps the epochs done", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 
 
-def run_with_progress(config: RunConfig, prepared: Any) -> Any:
-    """:func:`run_experiment` with a tqdm bar on stderr and the book's samples on stdout."""
+def run_with_progress(config: RunConfig, prepared: Any, label: str = "") -> Any:
+    """:func:`run_experiment` with a tqdm bar on stderr and the book's samples on stdout.
+
+    ``label`` prefixes each printed sample (``compare`` names the implementation).
+    """
     from tqdm import tqdm
 
     from experiments.runner import EpochRecord, run_experiment
@@ -253,7 +263,7 @@ def run_with_progress(config: RunConfig, prepared: Any) -> Any:
 
         def on_epoch(record: EpochRecord) -> None:
             if record.sample is not None:
-                bar.write(record.sample, file=sys.stdout)
+                bar.write(f"{label}{record.sample}", file=sys.stdout)
             postfix = {"ppl": f"{record.train_perplexity:.2f}"}
             if record.val_perplexity is not None:
                 postfix["val"] = f"{record.val_perplexity:.2f}"

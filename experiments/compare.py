@@ -177,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "experiments.compare"
     try:
         out, configs = configs_from_args(argv)
-        comparison = compare(out, configs, run=run_with_progress, overwrite=configs[0].overwrite)
+        comparison = compare(
+            out,
+            configs,
+            run=lambda config, prepared: run_with_progress(config, prepared, f"[{config.impl}] "),
+            overwrite=configs[0].overwrite,
+        )
     except ConfigError as err:
         return fail(prog, str(err))
     except KeyboardInterrupt:

@@ -151,8 +151,10 @@ def section_config(name: str, **overrides: Any) -> RunConfig:
     return config
 
 
-def default_run_dir(section: str, iter_: str, impl: str) -> str:
-    named = len(SECTIONS[section].iters) > 1 or iter_ != "seq"
+def default_run_dir(section: str, iter_: str, impl: str, named: bool = False) -> str:
+    """``runs/<section>[-<iter>]-<impl>``; the iteration is named when ``named``, when the
+    section runs several by default, or when it is not ``seq``."""
+    named = named or len(SECTIONS[section].iters) > 1 or iter_ != "seq"
     return f"runs/{section}-{iter_}-{impl}" if named else f"runs/{section}-{impl}"
 
 

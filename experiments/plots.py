@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from experiments.rundir import save_figure
 
 
@@ -24,6 +26,7 @@ def _figure(title: str) -> tuple[Any, Any]:
     ax.set_ylabel("perplexity")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig, ax
 
 
@@ -52,16 +55,41 @@ def plot_perplexity(
 def plot_comparison(
     histories: Mapping[str, Sequence[Mapping[str, Any]]], path: str | os.PathLike[str], title: str
 ) -> None:
-    """Train (solid) and validation (dashed) perplexity of several implementations on one plot."""
-    fig, ax = _figure(title)
-    for i, (impl, records) in enumerate(histories.items()):
-        color = f"C{i}"
+    """Several implementations' runs of one configuration, on two panels.
+
+    Top: train (solid) and validation (dashed) perplexity, wide lines under narrow ones so that
+    curves that coincide stay visible. Bottom: each implementation's relative difference in
+    train perplexity to the first one, on a log scale (how far float32 rounding has drifted).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 6.0))
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    top.set_title(title, fontsize=10)
+    top.set_ylabel("perplexity")
+    names = list(histories)
+    reference = [r["train_perplexity"] for r in histories[names[0]]]
+    for i, impl in enumerate(names):
+        records = histories[impl]
+        style = {"color": f"C{i}", "linewidth": 1.0 + 2.0 * (len(names) - 1 - i)}
         epochs = [r["epoch"] for r in records]
-        ax.plot(epochs, [r["train_perplexity"] for r in records], color=color,
-                label=f"{impl} train")  # fmt: skip
+        train = [r["train_perplexity"] for r in records]
+        top.plot(epochs, train, label=f"{impl} train", **style)
         val = [(r["epoch"], r["val_perplexity"]) for r in records if r["val_perplexity"]]
         if val:
-            ax.plot(*zip(*val, strict=True), color=color, linestyle="--", label=f"{impl} val")
-    ax.legend(fontsize=8)
+            top.plot(*zip(*val, strict=True), linestyle="--", label=f"{impl} val", **style)
+        if i > 0:
+            diff = [max(abs(a - b) / b, 1e-12) for a, b in zip(train, reference, strict=False)]
+            bottom.semilogy(epochs[: len(diff)], diff, label=f"{impl} vs {names[0]}", **style)
+    top.legend(fontsize=8)
+    top.grid(True, alpha=0.3)
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("relative difference\n(train perplexity)")
+    bottom.grid(True, alpha=0.3)
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(names) > 1:
+        bottom.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

@@ -8,6 +8,7 @@ folder and moved into place with ``os.replace``, so a reader (or a crash) never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -46,12 +47,26 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: strict JSON has no such numbers
+    (Python would write ``NaN``/``Infinity``, which other readers reject)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    lines = (json.dumps(finite_or_none(r), allow_nan=False) + "\n" for r in records)
+    write_text_atomic(path, "".join(lines))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

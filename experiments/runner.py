@@ -182,11 +182,6 @@ def run_experiment(
         model, stats = backend.train_epoch(
             model, data.train, config.lr, config.theta, config.use_random_iter
         )
-        if not math.isfinite(stats.perplexity):
-            raise FloatingPointError(
-                f"epoch {epoch}: the training perplexity is {stats.perplexity}; the run "
-                f"diverged. Lower --lr (now {config.lr:g}) or --theta (now {config.theta:g})."
-            )
         val_loader = data.val_loader(config)
         val = None if val_loader is None else backend.evaluate(model, val_loader)
         sample = None
@@ -197,6 +192,11 @@ def run_experiment(
         )
         result.history.append(record)
         rundir.write_jsonl(out / rundir.METRICS, (r.to_dict() for r in result.history))
+        if not math.isfinite(stats.perplexity):
+            raise FloatingPointError(
+                f"epoch {epoch}: the training perplexity is {stats.perplexity}; the run "
+                f"diverged. Lower --lr (now {config.lr:g}) or --theta (now {config.theta:g})."
+            )
         if sample is not None:
             plot_perplexity([r.to_dict() for r in result.history], out / rundir.PLOT, title(config))
         if on_epoch is not None:

@@ -4,7 +4,9 @@
 
 Each argument is a run directory, or a folder whose sub-folders are run directories (``--iter
 both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows are sorted
-by book section, iteration and implementation.
+by book section, iteration and implementation. Perplexities are the last epoch's; tokens/s is the
+last epoch's, as the book prints it, followed by the median over all epochs in brackets (robust to
+the first epoch's compilation and to a busy machine).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 from experiments.config import IMPLS, ITERS, SECTIONS
 from experiments.rundir import SUMMARY
 
-COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "tokens/s", "device",
-           "machine", "date")  # fmt: skip
+COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "tokens/s (median)",
+           "device", "machine", "date")  # fmt: skip
 
 
 def find_summaries(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -80,7 +82,8 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
             str(s["epochs"]),
             _number(s["train_perplexity"], ".2f"),
             _number(s.get("val_perplexity"), ".2f"),
-            _number(s.get("tokens_per_sec"), ".1f"),
+            f"{_number(s.get('tokens_per_sec'), '.1f')} "
+            f"({_number(s.get('tokens_per_sec_median'), '.1f')})",
             s.get("device", "-"),
             str(s.get("machine", "-")).replace("|", "/"),
             s.get("date", "-")[:10],

@@ -134,7 +134,7 @@ def test_numpy_on_a_gpu_is_refused(capsys: pytest.CaptureFixture[str], tmp_path:
 
 
 def test_the_entry_point_exits_2_with_one_line() -> None:
-    """Through ``python -m``, as a user runs it (the one subprocess of this file)."""
+    """Through ``python -m``, as a user runs it."""
     done = subprocess.run(
         [sys.executable, "-m", "experiments.deep_rnn", "--lr", "0"],
         capture_output=True,
@@ -145,6 +145,36 @@ def test_the_entry_point_exits_2_with_one_line() -> None:
     assert done.stderr.splitlines() == [
         "experiments.deep_rnn: error: argument --lr: must be a finite number > 0, got '0'"
     ]
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_metrics(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--lr", "1e30", "--out", str(tmp_path))
+    assert code == 1
+    assert err.splitlines() == [
+        "experiments.rnn_concise: epoch 2: the training perplexity is inf; the run diverged. "
+        "Lower --lr (now 1e+30) or --theta (now 1)."
+    ]
+    records = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert [r["train_perplexity"] is None for r in records] == [False, True]  # strict JSON
+
+
+def test_the_numpy_impl_needs_neither_jax_nor_torch(tmp_path: Path) -> None:
+    """torch and JAX are imported only by their backends (a second subprocess, ~2 s)."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'jax', 'jaxlib', 'optax'):\n"
+        "    sys.modules[name] = None  # any import of them now fails\n"
+        "from experiments import cli, compare, table, torch_ref\n"
+        f"sys.exit(cli.main('gru', {[*TINY, '--out', str(tmp_path)]!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / SUMMARY).is_file()
 
 
 def test_python_api_raises_config_errors() -> None:
@@ -188,6 +218,8 @@ def test_rnn_scratch_runs_both_iterations_by_default() -> None:
     assert (book.use_random_iter, book.loader_random) == (True, False)
     (gru,) = cli.configs_from_args("gru", ["--impl", "torch"])
     assert gru.out == "runs/gru-torch"
+    configs = cli.configs_from_args("gru", ["--iter", "both"])
+    assert [c.out for c in configs] == ["runs/gru-seq-numpy", "runs/gru-random-numpy"]
 
 
 # --- end to end --------------------------------------------------------------------------------
