@@ -5,7 +5,7 @@ L layers, G gates of the kind, N = T*B.
 
 For every layer ``l`` (a Python loop over layers, one scan over time each)::
 
-    A_x = W_x[X] + b                   layer 0: a row gather (the one-hot product, without one-hot)
+    A_x = (W_x + b)[X]                 layer 0: a row gather (the one-hot product, without one-hot)
     A_x = H^(l-1) W_x + b              layers above: one (N, H) x (H, G*H) product
     H^(l), state_l = recurrence(A_x, W_h, state_l)       lax.scan over T, see rnn_jax.cells
     logits = H^(L-1) W_hq + b_q        one (N, H) x (H, V) product, time-major (T, B, V)
@@ -62,15 +62,19 @@ def scan_recurrence(
     Returns:
         ``(H_all (T, B, H), state_T)``: every step's hidden state and the last state.
     """
-
     W = cell.forward_weights(W_h)
 
     def body(carry, a_x):
-        carry, h_next, _ = cell.step_forward(W, carry, a_x)
-        return carry, h_next
+        carry, _ = cell.step_forward(W, carry, a_x)
+        return carry, carry[0]
 
     state_T, H_all = lax.scan(body, state0, A_x)
     return H_all, state_T
+
+
+def _shift(state0: tuple[Array, ...], carries: tuple[Array, ...]) -> tuple[Array, ...]:
+    """The carry before every step: (T, B, H) arrays, the initial state in front."""
+    return tuple(jnp.concatenate([s[None], c[:-1]]) for s, c in zip(state0, carries, strict=True))
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
@@ -84,24 +88,29 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
         W = cell.forward_weights(W_h)
 
         def body(carry, a_x):
-            carry, h_next, cache = cell.step_forward(W, carry, a_x)
-            return carry, (h_next, cache)
+            carry, cache = cell.step_forward(W, carry, a_x)
+            return carry, (carry, cache)
 
-        state_T, (H_all, caches) = lax.scan(body, state0, A_x)
-        return (H_all, state_T), (W_h, caches)
+        state_T, (carries, caches) = lax.scan(body, state0, A_x)
+        return (carries[0], state_T), (W_h, state0, carries, caches)
 
     def recurrence_bwd(residuals, cotangents):
-        W_h, caches = residuals
+        W_h, state0, carries, caches = residuals
         dH_all, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
         W_T = cell.backward_weights(W_h)
+        carries_prev = _shift(state0, carries)
 
-        def body(dcarry_next, inputs):
-            dh_out, cache = inputs
-            dcarry_prev, da_x, da_rec = cell.step_backward(W_T, dcarry_next, dh_out, cache)
-            return dcarry_prev, (da_x, da_rec)
+        def body(dcarry, inputs):
+            dh_out, carry_prev, carry, cache = inputs
+            dcarry_prev, da_x, da_rec = cell.step_backward(
+                W_T, dcarry, dh_out, carry_prev, carry, cache
+            )
+            return dcarry_prev, (da_x,) if da_rec is da_x else (da_x, da_rec)  # save it once
 
-        dstate0, (dA_x, dA_rec) = lax.scan(body, tuple(dstate_T), (dH_all, caches), reverse=True)
-        dW_h = cell.weight_grad(caches, dA_rec)  # one product over all T*B rows
+        xs = (dH_all, carries_prev, carries, caches)
+        dstate0, dA = lax.scan(body, tuple(dstate_T), xs, reverse=True)
+        dA_x, dA_rec = dA[0], dA[-1]
+        dW_h = cell.weight_grad(carries_prev[0], caches, dA_rec)  # one product over all T*B rows
         return dA_x, dW_h, dstate0
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
@@ -131,7 +140,7 @@ def _forward(
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            A_x = W_x[X.T] + b  # (T, B, G*H): row X[b, t] of W_x, as the one-hot product picks
+            A_x = (W_x + b)[X.T]  # (T, B, G*H): row X[b, t] of W_x plus b, a gather of rows
         else:
             A_x = (H_all.reshape(T * B, -1) @ W_x + b).reshape(T, B, -1)
         state0 = tuple(s[layer_index] for s in state)
