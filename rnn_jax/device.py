@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from numpy_ref.spec import Params
@@ -77,8 +76,19 @@ def device_of(params: Params) -> Any:
 
 
 def to_jax(params: Params, device: str | Any | None = "auto") -> Params:
-    """A copy of ``params`` as JAX arrays on ``device`` (a name for :func:`get_device`, or a
-    ``jax.Device``); dtypes are kept, so float64 needs JAX's x64 mode (``jax.enable_x64``)."""
+    """A copy of ``params`` as JAX arrays on ``device``, in new buffers (safe to donate: the
+    caller's arrays stay valid).
+
+    Args:
+        params: a parameter dict of NumPy or JAX arrays.
+        device: a name for :func:`get_device`, or a ``jax.Device``.
+
+    Returns:
+        The same dict of JAX arrays, dtypes kept.
+
+    Raises:
+        ValueError: float64 arrays while JAX's x64 mode is off (JAX would make them float32).
+    """
     target = get_device(device) if device is None or isinstance(device, str) else device
     for leaf in jax.tree.leaves(params):
         if np.dtype(leaf.dtype) == np.float64 and not jax.config.jax_enable_x64:
@@ -86,9 +96,4 @@ def to_jax(params: Params, device: str | Any | None = "auto") -> Params:
                 "params are float64 but JAX's x64 mode is off, so they would become float32: "
                 "run under `with jax.enable_x64(True):` or set JAX_ENABLE_X64=1"
             )
-    return jax.device_put(jax.tree.map(jnp.asarray, params), target)
-
-
-def fresh_copy(params: Params, device: Any) -> Params:
-    """New buffers holding ``params`` on ``device``: safe to donate, the caller's stay valid."""
-    return jax.tree.map(lambda a: jax.device_put(a, device, may_alias=False), params)
+    return jax.device_put(params, target, may_alias=False)

@@ -30,7 +30,7 @@ from numpy_ref import train as np_train
 from numpy_ref.spec import ModelSpec, Params, State
 from numpy_ref.spec import begin_state as np_begin_state
 from numpy_ref.train import EpochStats
-from rnn_jax.device import device_of, fresh_copy
+from rnn_jax.device import device_of, to_jax
 from rnn_jax.models import check_grad_mode, loss, loss_and_grads_fn
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -109,7 +109,7 @@ def train_epoch(
     """
     init_opt_state, train_step = make_train_step(spec, float(lr), float(theta), grad_mode)
     device = device_of(params)
-    params = fresh_copy(params, device)
+    params = to_jax(params, device)  # new buffers: the caller's survive the donation
 
     def step(carry, X, Y, state):
         params, opt_state = carry

@@ -106,8 +106,12 @@ def test_bad_options_are_named():
 
 def test_float64_params_need_x64_mode():
     spec = ModelSpec("rnn", 7, 5)
+    params = init_params(spec, 0, np.float64)
     with pytest.raises(ValueError, match="x64"):
-        rnn_jax.to_jax(init_params(spec, 0, np.float64), "cpu")
+        rnn_jax.to_jax(params, "cpu")
+    batch = (np.zeros((1, 2), np.int64), np.zeros((1, 2), np.int64))
+    with pytest.raises(ValueError, match="x64"):  # not a silent cast to float32
+        rnn_jax.train_epoch(spec, params, [batch], 1.0, 1.0, False)
 
 
 def test_device_names_and_missing_gpu():
