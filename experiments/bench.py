@@ -17,7 +17,7 @@ update, on a (B, T) = (32, 35) minibatch of a V = 28 vocabulary, as in the book.
   ``sgd``.
 
 Each step is timed alone (JAX: until the loss is ready). The implementations of a configuration
-take turns in blocks of 5 timed steps, each block after one untimed step, so that a disturbance
+take turns in blocks of 10 timed steps, each after 3 untimed steps, so that a disturbance
 on a shared machine hits them alike while the thread pools that NumPy's BLAS, XLA and PyTorch
 keep spinning after a call do not slow down the next implementation's first steps; the figure is
 the median over ``--repeats`` timed steps, after ``--warmup`` untimed steps. ``compile`` is the
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{versions}, torch {torch_text}; JAX on {env['jax_device']}")
     print(f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
           f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
-          f"interleaved in blocks of 5\n")  # fmt: skip
+          f"interleaved in blocks of {BLOCK} after {SETTLE} untimed\n")  # fmt: skip
     results: list[Result] = []
     for name in args.configs:
         config = CONFIGS[name]
