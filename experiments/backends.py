@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+import numpy_ref
 from experiments.config import ConfigError, RunConfig
 from numpy_ref.spec import ModelSpec, Params
-from numpy_ref.train import EpochStats
+from numpy_ref.training import EpochStats
 
 
 class ImplUnavailableError(ConfigError):
@@ -74,9 +75,6 @@ class NumpyBackend(Backend):
     device = "cpu:0"
 
     def __init__(self, config: RunConfig) -> None:
-        from numpy_ref import generate, train
-
-        self._train, self._generate = train, generate
         self.spec: ModelSpec | None = None
 
     def prepare(self, spec: ModelSpec, params: Params) -> Any:
@@ -86,16 +84,13 @@ class NumpyBackend(Backend):
     def train_epoch(
         self, model: Any, loader: Any, lr: float, theta: float, use_random_iter: bool
     ) -> tuple[Any, EpochStats]:
-        params, stats = self._train.train_epoch(
-            self.spec, model, loader, lr, theta, use_random_iter
-        )
-        return params, stats
+        return numpy_ref.train_epoch(self.spec, model, loader, lr, theta, use_random_iter)
 
     def evaluate(self, model: Any, loader: Any) -> float:
-        return float(self._train.evaluate(self.spec, model, loader))
+        return float(numpy_ref.evaluate(self.spec, model, loader))
 
     def predict(self, model: Any, prefix: str, num_preds: int, vocab: Any) -> str:
-        return self._generate.predict(prefix, num_preds, self.spec, model, vocab)
+        return numpy_ref.predict(prefix, num_preds, self.spec, model, vocab)
 
     def to_numpy(self, model: Any) -> Params:
         return model

@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from numpy_ref.generate import generate
+from numpy_ref.generation import generate
 from numpy_ref.spec import ModelSpec, Params
-from numpy_ref.train import EpochStats, run_epoch
+from numpy_ref.training import EpochStats, run_epoch
 
 TORCH_GATES = {"rnn": ("h",), "gru": ("r", "z", "h"), "lstm": ("i", "f", "c", "o")}
 INSTALL_HINT = "pip install -e '.[torch]' (the pinned CPU build)"
@@ -453,7 +453,7 @@ def train_epoch(
     theta: float,
     use_random_iter: bool,
 ) -> tuple[Any, EpochStats]:
-    """One epoch with the book's semantics, driven by ``numpy_ref.train.run_epoch``.
+    """One epoch with the book's semantics, driven by ``numpy_ref.training.run_epoch``.
 
     The loop is the one numpy_ref and rnn_jax use: the state zeroed for the first minibatch and,
     with ``use_random_iter``, for every one, otherwise carried with its gradient history cut
@@ -474,7 +474,7 @@ def train_epoch(
 
 
 def evaluate(model: Any, loader: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Perplexity on ``loader``'s data without updating, as ``numpy_ref.train.evaluate``.
+    """Perplexity on ``loader``'s data without updating, as ``numpy_ref.training.evaluate``.
 
     The state is carried across minibatches; a random-sampling loader gets the zero state for
     each one.

@@ -4,8 +4,8 @@ It is also the framework-agnostic core that ``rnn_jax`` reuses: data, vocabulary
 initialisation, checkpoints, and the training and generation loops. It imports NumPy only.
 """
 
-# ``train`` and ``generate`` stay the submodules (``numpy_ref.train.train``,
-# ``numpy_ref.generate.generate``): re-exporting the functions would shadow them.
+# The twin API of docs/architecture.md is importable from the package itself, as in rnn_jax:
+# ``import numpy_ref as impl`` and ``import rnn_jax as impl`` offer the same calls.
 from numpy_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from numpy_ref.data import (
     CorpusUnavailableError,
@@ -19,7 +19,7 @@ from numpy_ref.data import (
     split_corpus,
     tokenize,
 )
-from numpy_ref.generate import predict
+from numpy_ref.generation import generate, predict
 from numpy_ref.models import backward, forward, forward_loss, forward_with_cache, loss_and_grads
 from numpy_ref.optim import clip_by_global_norm, global_norm, sgd
 from numpy_ref.spec import (
@@ -32,7 +32,7 @@ from numpy_ref.spec import (
     map_params,
     unflatten_params,
 )
-from numpy_ref.train import EpochStats, evaluate, run_epoch, train_epoch, train_loop
+from numpy_ref.training import EpochStats, evaluate, run_epoch, train, train_epoch, train_loop
 
 __all__ = [
     "CorpusUnavailableError",
@@ -57,6 +57,7 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "save_checkpoint",
+    "generate",
     "predict",
     "backward",
     "forward",
@@ -69,6 +70,7 @@ __all__ = [
     "EpochStats",
     "evaluate",
     "run_epoch",
+    "train",
     "train_epoch",
     "train_loop",
 ]

@@ -30,7 +30,7 @@ import numpy as np
 from numpy_ref.data import Vocab
 from numpy_ref.models import check_params
 from numpy_ref.spec import ModelSpec, Params, flatten_params, unflatten_params
-from numpy_ref.train import EpochStats
+from numpy_ref.training import EpochStats
 
 FORMAT = "rnn-lm checkpoint"
 FORMAT_VERSION = 1

@@ -6,10 +6,10 @@ come from ``numpy_ref``. Only the compute is JAX's.
 """
 
 from rnn_jax.device import device_name, device_of, get_device, to_jax
-from rnn_jax.generate import predict
-from rnn_jax.models import GRAD_MODES, forward, loss, loss_and_grads
+from rnn_jax.generation import predict
+from rnn_jax.models import GRAD_MODES, forward, forward_loss, loss_and_grads
 from rnn_jax.spec import ModelSpec, begin_state, init_params
-from rnn_jax.train import evaluate, make_train_step, train, train_epoch
+from rnn_jax.training import evaluate, make_train_step, train, train_epoch
 
 __all__ = [
     "GRAD_MODES",
@@ -21,7 +21,7 @@ __all__ = [
     "forward",
     "get_device",
     "init_params",
-    "loss",
+    "forward_loss",
     "loss_and_grads",
     "make_train_step",
     "predict",

@@ -200,7 +200,9 @@ def _loss_jit(
     return _loss(params, spec, X, Y, state, "autodiff")
 
 
-def loss(spec: ModelSpec, params: Params, X: Any, Y: Any, state: State) -> tuple[Array, State]:
+def forward_loss(
+    spec: ModelSpec, params: Params, X: Any, Y: Any, state: State
+) -> tuple[Array, State]:
     """Mean cross-entropy over the B*T positions, without gradient: ``(loss (), state)``."""
     return _loss_jit(spec, params, jnp.asarray(X), jnp.asarray(Y), tuple(state))
 

@@ -21,7 +21,7 @@ from numpy_ref.checkpoint import (
 )
 from numpy_ref.data import Vocab
 from numpy_ref.spec import ModelSpec, flatten_params, init_params
-from numpy_ref.train import EpochStats
+from numpy_ref.training import EpochStats
 
 VOCAB = Vocab(list("the time machine"))
 

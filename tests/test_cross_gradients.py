@@ -112,7 +112,7 @@ def test_custom_backward_matches_finite_differences(x64, kind, reset):
     def loss_with(key, index, delta):
         shifted = dict(flat)
         shifted[key] = flat[key].at[index].add(delta)
-        return float(rnn_jax.loss(spec, unflatten_params(shifted), X, Y, state)[0])
+        return float(rnn_jax.forward_loss(spec, unflatten_params(shifted), X, Y, state)[0])
 
     for key in flat:  # two random entries of every array
         for _ in range(2):

@@ -21,9 +21,9 @@ import pytest
 
 import numpy_ref.models as np_models
 import rnn_jax
-from numpy_ref import generate as np_generate
+from numpy_ref import generation as np_generate
 from numpy_ref import optim as np_optim
-from numpy_ref import train as np_train
+from numpy_ref import training as np_train
 from numpy_ref.checkpoint import load_checkpoint, save_checkpoint
 from numpy_ref.data import Vocab, load_data_time_machine, tokenize
 from numpy_ref.spec import ModelSpec, flatten_params, init_params, map_params

