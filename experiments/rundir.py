@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError
+from numpy_ref.atomic import atomic_write
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -27,20 +27,8 @@ RUN_FILES = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    # A fresh name opened exclusively (plain open: the permissions the umask asks for, unlike
-    # mkstemp's 0600), in the target's folder since os.replace is atomic within one file system.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`numpy_ref.atomic.atomic_write`)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from numpy_ref.atomic import atomic_write
 from numpy_ref.data import Vocab
 from numpy_ref.models import check_params
-from numpy_ref.spec import ModelSpec, Params, flatten_params, unflatten_params
+from numpy_ref.spec import ModelSpec, Params, check_vocab_size, flatten_params, unflatten_params
 from numpy_ref.training import EpochStats
 
 FORMAT = "rnn-lm checkpoint"
@@ -111,11 +111,7 @@ def save_checkpoint(
     path = Path(path)
     arrays = {key: np.asarray(value) for key, value in flatten_params(params).items()}
     check_params(spec, unflatten_params(arrays))
-    if len(vocab) != spec.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but spec.vocab_size is {spec.vocab_size}; "
-            f"save the vocabulary the model was built with"
-        )
+    check_vocab_size(spec, vocab)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -134,34 +130,7 @@ def save_checkpoint(
             f"numbers, None): {err}"
         ) from err
     arrays[METADATA_KEY] = np.array(text)
-    # A fresh name in the same directory (os.replace is atomic only within one file system),
-    # opened exclusively; plain open() gives it the permissions the umask asks for.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable too (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _read_archive(path: Path) -> dict[str, np.ndarray]:

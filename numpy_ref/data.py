@@ -21,13 +21,14 @@ import collections
 import hashlib
 import os
 import re
-import tempfile
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from numpy_ref.atomic import atomic_write
 
 DATA_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 DATA_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
@@ -79,40 +80,26 @@ def _fetch(url: str, timeout: float = 30.0) -> bytes:
 def download_time_machine(directory: Path | None = None) -> Path:
     """Download the corpus into ``directory`` (default :func:`cache_dir`) and return its path.
 
-    The bytes go to a temporary file in the same folder, are checked (non-empty, sha1), and only
-    then renamed to ``timemachine.txt``; on any failure nothing is left behind.
+    The bytes are checked (non-empty, sha1) before anything is written, then written atomically
+    (:func:`numpy_ref.atomic.atomic_write`); on any failure nothing is left behind.
     """
     directory = cache_dir() if directory is None else Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / FILE_NAME
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{FILE_NAME}.", suffix=".part", dir=directory)
     try:
-        try:
-            data = _fetch(DATA_URL)
-        except OSError as err:  # URLError, timeouts and resets are all OSErrors
-            raise CorpusUnavailableError(
-                f"Could not download {DATA_URL}: {err}. {_manual_fix()}"
-            ) from err
-        if not data:
-            raise CorpusUnavailableError(f"The download of {DATA_URL} was empty. {_manual_fix()}")
-        actual = hashlib.sha1(data).hexdigest()
-        if actual != DATA_SHA1:
-            raise CorpusUnavailableError(
-                f"The download of {DATA_URL} has sha1 {actual}, expected {DATA_SHA1} "
-                f"(a truncated or altered file). {_manual_fix()}"
-            )
-        with os.fdopen(fd, "wb") as f:
-            fd = -1
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    finally:
-        if fd != -1:
-            os.close(fd)
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-    return target
+        data = _fetch(DATA_URL)
+    except OSError as err:  # URLError, timeouts and resets are all OSErrors
+        raise CorpusUnavailableError(
+            f"Could not download {DATA_URL}: {err}. {_manual_fix()}"
+        ) from err
+    if not data:
+        raise CorpusUnavailableError(f"The download of {DATA_URL} was empty. {_manual_fix()}")
+    actual = hashlib.sha1(data).hexdigest()
+    if actual != DATA_SHA1:
+        raise CorpusUnavailableError(
+            f"The download of {DATA_URL} has sha1 {actual}, expected {DATA_SHA1} "
+            f"(a truncated or altered file). {_manual_fix()}"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    return atomic_write(directory / FILE_NAME, lambda f: f.write(data))
 
 
 def find_time_machine(path: str | os.PathLike[str] | None = None) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from numpy_ref.models import forward
-from numpy_ref.spec import ModelSpec, Params, State, begin_state
+from numpy_ref.spec import ModelSpec, Params, State, begin_state, check_vocab_size
 
 TokenStep = Callable[[int, Any], tuple[Any, Any]]
 
@@ -123,11 +123,7 @@ def predict(
     Returns:
         ``prefix`` followed by ``num_preds`` generated tokens.
     """
-    if len(vocab) != spec.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
-            f"{spec.vocab_size}; pass the vocabulary the model was trained with"
-        )
+    check_vocab_size(spec, vocab)
     dtype = np.asarray(params["b_q"]).dtype
 
     def step(token: int, state: State) -> tuple[np.ndarray, State]:

@@ -16,7 +16,7 @@ where each layer holds, for every gate ``g`` of its kind, ``W_xg (D, H)``, ``W_h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,16 @@ def init_params(
             params[f"b_{g}"] = np.zeros(H, dtype)
         layers.append(params)
     return {"layers": layers, "W_hq": normal(H, V), "b_q": np.zeros(V, dtype)}
+
+
+def check_vocab_size(spec: ModelSpec, vocab: Sized) -> None:
+    """Raise ValueError unless ``vocab`` has the ``spec.vocab_size`` tokens of the model."""
+    if len(vocab) != spec.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
+            f"{spec.vocab_size}; use the vocabulary the model was built with "
+            f"(ModelSpec(..., vocab_size=len(vocab)))"
+        )
 
 
 def begin_state(spec: ModelSpec, batch_size: int, dtype: Any = np.float32) -> State:

@@ -31,7 +31,7 @@ import numpy as np
 
 from numpy_ref.models import forward_loss, loss_and_grads
 from numpy_ref.optim import clip_by_global_norm, sgd
-from numpy_ref.spec import ModelSpec, Params, State, begin_state
+from numpy_ref.spec import ModelSpec, Params, State, begin_state, check_vocab_size
 
 Batch = tuple[np.ndarray, np.ndarray]
 Step = Callable[[Any, Any, Any, State], tuple[Any, Any, State]]
@@ -226,11 +226,7 @@ def train(
     Returns:
         The final parameters and one :class:`EpochStats` per epoch.
     """
-    if len(vocab) != spec.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
-            f"{spec.vocab_size}; build the ModelSpec with vocab_size=len(vocab)"
-        )
+    check_vocab_size(spec, vocab)
     return train_loop(
         lambda p: train_epoch(spec, p, loader, lr, theta, use_random_iter),
         params,

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpy_ref import generation as np_generate
-from numpy_ref.spec import ModelSpec, Params, State
+from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size
 from numpy_ref.spec import begin_state as np_begin_state
 from rnn_jax.device import device_of
 from rnn_jax.models import _forward
@@ -52,10 +52,6 @@ def predict(
         logits, state = _token_step(spec, params, token, state)
         return np.asarray(logits), state
 
-    if len(vocab) != spec.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
-            f"{spec.vocab_size}; pass the vocabulary the model was trained with"
-        )
+    check_vocab_size(spec, vocab)
     rng = None if temperature is None else np.random.default_rng(seed)
     return np_generate.generate(prefix, num_preds, vocab, step, state, temperature, rng)

@@ -27,7 +27,7 @@ import optax
 from jax import lax
 
 from numpy_ref import training as np_train
-from numpy_ref.spec import ModelSpec, Params, State
+from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size
 from numpy_ref.spec import begin_state as np_begin_state
 from numpy_ref.training import EpochStats
 from rnn_jax.device import device_of, to_jax
@@ -152,11 +152,7 @@ def train(
     Returns:
         ``(params, history)``: the final parameters and one ``EpochStats`` per epoch.
     """
-    if len(vocab) != spec.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocab)} tokens but the model's vocab_size is "
-            f"{spec.vocab_size}; build the ModelSpec with vocab_size=len(vocab)"
-        )
+    check_vocab_size(spec, vocab)
     return np_train.train_loop(
         lambda p: train_epoch(spec, p, loader, lr, theta, use_random_iter, grad_mode),
         params,

@@ -179,7 +179,9 @@ def test_saving_refuses_params_and_vocab_that_do_not_fit_the_spec(tmp_path: Path
     spec = ModelSpec("gru", len(VOCAB), 4)
     with pytest.raises(ValueError, match="'layers.0.W_xz' has shape \\(11, 5\\), expected"):
         save_checkpoint(tmp_path / "x.npz", spec, init_params(ModelSpec("gru", 11, 5)), VOCAB)
-    with pytest.raises(ValueError, match="vocabulary has 4 tokens but spec.vocab_size is 10"):
+    with pytest.raises(
+        ValueError, match="vocabulary has 4 tokens but the model's vocab_size is 10"
+    ):
         save_checkpoint(tmp_path / "x.npz", spec, init_params(spec), Vocab(list("abc")))
     with pytest.raises(ValueError, match="must be JSON-serialisable"):
         save_checkpoint(tmp_path / "x.npz", spec, init_params(spec), VOCAB, config={"f": object()})
