@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
+# The book's RNN from scratch (d2l 8.5) with rnn_jax at full length, sequential then random
+# iteration, into runs/rnn_scratch-{seq,random}-jax (replaced on every run).
 demo: $(STAMP)
-	$(PY) -m experiments.corpus_stats
+	$(PY) -m experiments.rnn_scratch --impl jax --overwrite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,7 +4,8 @@
 
 Each argument is a run directory, or a folder whose sub-folders are run directories (``--iter
 both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows are sorted
-by book section, iteration and implementation. Perplexities are the last epoch's; tokens/s is the
+by book section, iteration and implementation; the last column is the command that made the row.
+Perplexities are the last epoch's; tokens/s is the
 last epoch's, as the book prints it, followed by the median over all epochs in brackets (robust to
 the first epoch's compilation and to a busy machine).
 """
@@ -21,7 +22,7 @@ from experiments.config import IMPLS, ITERS, SECTIONS
 from experiments.rundir import SUMMARY
 
 COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "tokens/s (median)",
-           "device", "machine", "date")  # fmt: skip
+           "device", "machine", "date", "command")  # fmt: skip
 
 
 def find_summaries(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -87,6 +88,7 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
             s.get("device", "-"),
             str(s.get("machine", "-")).replace("|", "/"),
             s.get("date", "-")[:10],
+            f"`{s['command']}`" if s.get("command") else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
