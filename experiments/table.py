@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import IMPLS, ITERS, SECTIONS
-from experiments.rundir import SUMMARY
+from experiments.rundir import METRICS, SUMMARY
 
-COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "tokens/s (median)",
+COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "best val ppl (epoch)",
+           "tokens/s (median)",
            "device", "machine", "date", "command")  # fmt: skip
 
 
@@ -52,7 +53,21 @@ def load_summary(path: Path) -> dict[str, Any]:
     ]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a run summary")
+    summary["best_val"] = best_validation(path.parent / METRICS)
     return summary
+
+
+def best_validation(metrics: Path) -> tuple[float, int] | None:
+    """The lowest validation perplexity in a ``metrics.jsonl`` and its epoch, if any."""
+    if not metrics.is_file():
+        return None
+    best = None
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else {}
+        val = record.get("val_perplexity")
+        if val is not None and (best is None or val < best[0]):
+            best = (val, record["epoch"])
+    return best
 
 
 def _order(summary: dict[str, Any]) -> tuple[Any, ...]:
@@ -83,6 +98,7 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
             str(s["epochs"]),
             _number(s["train_perplexity"], ".2f"),
             _number(s.get("val_perplexity"), ".2f"),
+            f"{s['best_val'][0]:.2f} ({s['best_val'][1]})" if s.get("best_val") else "-",
             f"{_number(s.get('tokens_per_sec'), '.1f')} "
             f"({_number(s.get('tokens_per_sec_median'), '.1f')})",
             s.get("device", "-"),

@@ -351,3 +351,11 @@ def _has_torch() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_best_validation_is_the_lowest_epoch_of_the_metrics(tmp_path: Path) -> None:
+    metrics = tmp_path / METRICS
+    lines = [{"epoch": e, "val_perplexity": v} for e, v in ((1, 9.0), (2, 7.5), (3, 8.0))]
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert table.best_validation(metrics) == (7.5, 2)
+    assert table.best_validation(tmp_path / "missing.jsonl") is None
