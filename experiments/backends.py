@@ -15,8 +15,8 @@ import numpy as np
 
 import numpy_ref
 from experiments.config import ConfigError, RunConfig
+from numpy_ref.loops import EpochStats
 from numpy_ref.spec import ModelSpec, Params
-from numpy_ref.training import EpochStats
 
 
 class ImplUnavailableError(ConfigError):
@@ -164,10 +164,9 @@ class TorchBackend(Backend):
     impl = "torch"
 
     def __init__(self, config: RunConfig) -> None:
-        from experiments import torch_ref
-
         try:
-            torch_ref.require_torch()
+            from experiments import torch_ref  # TorchUnavailableError says how to install it
+
             self._device = torch_ref.resolve_device(config.device)
         except (ImportError, ValueError) as err:
             raise ImplUnavailableError(f"--impl torch: {err}") from err
@@ -196,7 +195,8 @@ class TorchBackend(Backend):
         return model.to_params()
 
     def describe(self) -> dict[str, Any]:
-        torch = self._ref.require_torch()
+        import torch
+
         if self._device.type == "cuda":
             machine = torch.cuda.get_device_name(self._device)
         else:

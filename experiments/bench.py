@@ -191,20 +191,63 @@ def torch_scratch_step(spec: ModelSpec, X: np.ndarray, Y: np.ndarray) -> Step:
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def _timed(step: Step) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
-
-
-def bench_config(
-    config: BenchConfig,
-    impls: list[str],
+def measure(
+    steps: dict[str, Step],
     warmup: int,
     repeats: int,
     block: int = BLOCK,
     settle: int = SETTLE,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Time every step (module docstring): the first call alone, ``warmup`` untimed calls, then
+    ``repeats`` timed calls each, in turns of ``block`` after ``settle`` untimed calls.
+
+    Returns:
+        ``(times, first)``: the seconds of every timed call and of the first call, per step.
+    """
+
+    def timed(step: Step) -> float:
+        start = clock()
+        step()
+        return clock() - start
+
+    first = {}
+    for name, step in steps.items():
+        first[name] = timed(step)
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    for r in range(-(-repeats // block)):  # take turns by blocks, in a rotating order
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            for _ in range(settle):  # lets the previous implementation's threads go idle
+                steps[name]()
+            for _ in range(min(block, repeats - r * block)):
+                times[name].append(timed(steps[name]))
+    return times, first
+
+
+def summarize(
+    config: str, times: dict[str, list[float]], compile_s: dict[str, float]
 ) -> list[Result]:
+    """One :class:`Result` per implementation: median and best step, tokens/s, ratios."""
+    results = []
+    for impl, ts in times.items():
+        median = statistics.median(ts)
+        results.append(
+            Result(config, impl, 1e3 * median, 1e3 * min(ts), BATCH * STEPS / median,
+                   compile_s.get(impl))
+        )  # fmt: skip
+    by_impl = {r.impl: r for r in results}
+    for r in results:
+        if "numpy" in by_impl:
+            r.vs_numpy = r.tokens_per_sec / by_impl["numpy"].tokens_per_sec
+        if "torch" in by_impl:
+            r.vs_torch = r.tokens_per_sec / by_impl["torch"].tokens_per_sec
+    return results
+
+
+def bench_config(config: BenchConfig, impls: list[str], warmup: int, repeats: int) -> list[Result]:
     """Median step time of every implementation on one configuration (module docstring)."""
     spec = config.spec()
     rng = np.random.default_rng(0)
@@ -217,38 +260,11 @@ def bench_config(
         "torch": lambda: torch_concise_step(spec, X, Y),
         "torch-scratch": lambda: torch_scratch_step(spec, X, Y),
     }
-    steps, compile_s = {}, {}
-    for impl in impls:
-        if impl == "torch-scratch" and (spec.kind != "rnn" or spec.num_layers != 1):
-            continue
-        steps[impl] = makers[impl]()
-        first = _timed(steps[impl])
-        if impl.startswith("jax"):
-            compile_s[impl] = first
-        for _ in range(warmup):
-            steps[impl]()
-    times: dict[str, list[float]] = {impl: [] for impl in steps}
-    order = list(steps)
-    for r in range(-(-repeats // block)):  # take turns by blocks, in a rotating order
-        for impl in order[r % len(order) :] + order[: r % len(order)]:
-            for _ in range(settle):  # lets the previous implementation's threads go idle
-                steps[impl]()
-            for _ in range(min(block, repeats - r * block)):
-                times[impl].append(_timed(steps[impl]))
-    results = []
-    for impl, ts in times.items():
-        median = statistics.median(ts)
-        results.append(
-            Result(config.name, impl, 1e3 * median, 1e3 * min(ts), BATCH * STEPS / median,
-                   compile_s.get(impl))
-        )  # fmt: skip
-    by_impl = {r.impl: r for r in results}
-    for r in results:
-        if "numpy" in by_impl:
-            r.vs_numpy = r.tokens_per_sec / by_impl["numpy"].tokens_per_sec
-        if "torch" in by_impl:
-            r.vs_torch = r.tokens_per_sec / by_impl["torch"].tokens_per_sec
-    return results
+    scratch_ok = spec.kind == "rnn" and spec.num_layers == 1  # the book's scratch RNN only
+    steps = {i: makers[i]() for i in impls if i != "torch-scratch" or scratch_ok}
+    times, first = measure(steps, warmup, repeats)
+    compile_s = {impl: s for impl, s in first.items() if impl.startswith("jax")}
+    return summarize(config.name, times, compile_s)
 
 
 def environment() -> dict[str, Any]:

@@ -32,63 +32,40 @@ from experiments.config import (
     default_run_dir,
     section_config,
 )
+from numpy_ref.checks import is_int, is_positive
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are exceptions (one line, printed by :func:`main`)."""
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
 
 
-def _int_at_least(minimum: int, what: str) -> Any:
-    def parse(text: str) -> int:
+def _parsed(convert: Any, ok: Any, what: str) -> Any:
+    """An argparse ``type``: ``convert(text)``, refused unless ``ok(value)``."""
+
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if value < minimum:
+        if not ok(value):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
 
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}")
-    return value
-
-
-def _max_tokens(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or -1 (all), got {text!r}")
-    return value
-
-
-POSITIVE = _int_at_least(1, "an integer >= 1")
+POSITIVE = _parsed(int, is_int, "an integer >= 1")
+NON_NEGATIVE = _parsed(int, lambda v: is_int(v, 0), "an integer >= 0")
+POSITIVE_NUMBER = _parsed(float, is_positive, "a finite number > 0")
+FRACTION = _parsed(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+MAX_TOKENS = _parsed(int, lambda v: v >= 1 or v == -1, "an integer >= 1 or -1 (all)")
 
 
 def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
@@ -96,12 +73,12 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
     s = SECTIONS[section] if section else None
     book = f"the book's: {s.num_hiddens}" if s else "the section's"
     parser.add_argument("--epochs", type=POSITIVE, help="epochs (default 500, --quick 10)")
-    parser.add_argument("--lr", type=_positive_float, help="learning rate (default the book's)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, help="learning rate (default the book's)")
     parser.add_argument("--hidden", type=POSITIVE, help=f"hidden units H (default {book})")
     parser.add_argument("--layers", type=POSITIVE, help="recurrent layers L")
     parser.add_argument(
         "--seed",
-        type=_int_at_least(0, "an integer >= 0"),
+        type=NON_NEGATIVE,
         default=0,
         help="seed of the initial weights and of every minibatch (default 0)",
     )
@@ -116,17 +93,17 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
         action="store_true",
         help="replace the run files of an existing run directory",
     )
-    parser.add_argument("--theta", type=_positive_float, help="gradient clipping (default 1)")
+    parser.add_argument("--theta", type=POSITIVE_NUMBER, help="gradient clipping (default 1)")
     parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
     parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
     parser.add_argument(
         "--max-tokens",
-        type=_max_tokens,
+        type=MAX_TOKENS,
         help="training tokens from the start of the text (default 10000, -1 all)",
     )
     parser.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=FRACTION,
         help="held-out end of the text (default 0.1; 0 turns validation off)",
     )
     parser.add_argument(
@@ -147,7 +124,7 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
 def build_parser(section: str) -> argparse.ArgumentParser:
     s = SECTIONS[section]
     iters = "both" if len(s.iters) > 1 else s.iters[0]
-    parser = _Parser(
+    parser = Parser(
         prog=f"python -m experiments.{section}",
         description=f"d2l {s.book} {s.title}: {s.kind}, {s.num_layers} layer(s), "
         f"{s.num_hiddens} hidden, lr {s.lr:g}, {s.num_epochs} epochs.",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import rundir
-from experiments.cli import EXIT_INTERRUPTED, _Parser, add_run_flags, fail, overrides_from_args
+from experiments.cli import EXIT_INTERRUPTED, Parser, add_run_flags, fail, overrides_from_args
 from experiments.config import (
     IMPLS,
     ITERS,
@@ -85,8 +85,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="python -m experiments.compare",
         description="Run one configuration with several implementations from the same seed.",
     )

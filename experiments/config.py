@@ -25,9 +25,10 @@ Iteration schemes (``RunConfig.iter``):
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from numpy_ref.checks import is_int, is_positive
 
 IMPLS = ("numpy", "jax", "torch")
 ITERS = ("seq", "random", "book-random")
@@ -112,14 +113,6 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes: Any) -> RunConfig:
-        return replace(self, **changes)
-
 
 def section_config(name: str, **overrides: Any) -> RunConfig:
     """The book's settings of section ``name``, with ``overrides`` (None values are ignored).
@@ -158,10 +151,6 @@ def default_run_dir(section: str, iter_: str, impl: str, named: bool = False) ->
     return f"runs/{section}-{iter_}-{impl}" if named else f"runs/{section}-{impl}"
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def validate(config: RunConfig) -> None:
     """Raise :class:`ConfigError` naming the first bad setting (by its command-line flag)."""
     checks = (
@@ -171,22 +160,21 @@ def validate(config: RunConfig) -> None:
          f"one of {', '.join(TORCH_MODELS)}"),
         ("--gru-reset", config.gru_reset, config.gru_reset in ("before", "after"),
          "'before' or 'after'"),
-        ("--hidden", config.num_hiddens, _positive_int(config.num_hiddens), "an integer >= 1"),
-        ("--layers", config.num_layers, _positive_int(config.num_layers), "an integer >= 1"),
-        ("--epochs", config.num_epochs, _positive_int(config.num_epochs), "an integer >= 1"),
-        ("--batch-size", config.batch_size, _positive_int(config.batch_size), "an integer >= 1"),
-        ("--num-steps", config.num_steps, _positive_int(config.num_steps), "an integer >= 1"),
-        ("--lr", config.lr, _positive_float(config.lr), "a number > 0"),
-        ("--theta", config.theta, _positive_float(config.theta), "a number > 0"),
+        ("--hidden", config.num_hiddens, is_int(config.num_hiddens), "an integer >= 1"),
+        ("--layers", config.num_layers, is_int(config.num_layers), "an integer >= 1"),
+        ("--epochs", config.num_epochs, is_int(config.num_epochs), "an integer >= 1"),
+        ("--batch-size", config.batch_size, is_int(config.batch_size), "an integer >= 1"),
+        ("--num-steps", config.num_steps, is_int(config.num_steps), "an integer >= 1"),
+        ("--lr", config.lr, is_positive(config.lr), "a number > 0"),
+        ("--theta", config.theta, is_positive(config.theta), "a number > 0"),
         ("--val-fraction", config.val_fraction,
          isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
          "a fraction in [0, 1) (0 turns validation off)"),
         ("--max-tokens", config.max_tokens,
-         isinstance(config.max_tokens, int) and (config.max_tokens >= 1 or config.max_tokens == -1),
+         is_int(config.max_tokens) or config.max_tokens == -1,
          "an integer >= 1, or -1 for the whole training part"),
-        ("--seed", config.seed, isinstance(config.seed, int) and config.seed >= 0,
-         "an integer >= 0"),
-        ("predict_every", config.predict_every, _positive_int(config.predict_every),
+        ("--seed", config.seed, is_int(config.seed, 0), "an integer >= 0"),
+        ("predict_every", config.predict_every, is_int(config.predict_every),
          "an integer >= 1"),
     )  # fmt: skip
     for flag, value, ok, expected in checks:
@@ -208,12 +196,3 @@ def validate(config: RunConfig) -> None:
             "product; the book's GRU (--gru-reset before) needs --torch-model scratch, or use "
             "--gru-reset after"
         )
-
-
-def _positive_float(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, read_time_machine
+from numpy_ref.corpus import read_time_machine
+from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 
 
 def main(argv: list[str] | None = None) -> None:

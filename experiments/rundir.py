@@ -57,11 +57,6 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]])
     write_text_atomic(path, "".join(lines))
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     """Save a matplotlib figure as PNG, atomically."""
     import io

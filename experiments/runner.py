@@ -29,6 +29,7 @@ from experiments import rundir
 from experiments.backends import Backend, make_backend
 from experiments.config import SECTIONS, ConfigError, RunConfig, validate
 from experiments.plots import plot_perplexity
+from numpy_ref.checkpoint import save_checkpoint
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, split_corpus
 from numpy_ref.spec import ModelSpec, init_params
 
@@ -207,21 +208,19 @@ def run_experiment(
     }
     result.params = backend.to_numpy(model)
     plot_perplexity([r.to_dict() for r in result.history], out / rundir.PLOT, title(config))
-    save_checkpoint(out / rundir.CHECKPOINT, spec, result, data)
+    write_checkpoint(out / rundir.CHECKPOINT, spec, result, data)
     result.summary = summarize(result, described, seconds_total)
     rundir.write_json(out / rundir.SUMMARY, result.summary)
     return result
 
 
-def save_checkpoint(path: Path, spec: ModelSpec, result: RunResult, data: Data) -> None:
+def write_checkpoint(path: Path, spec: ModelSpec, result: RunResult, data: Data) -> None:
     """The final parameters in numpy_ref's checkpoint format (loadable by every impl).
 
     The metadata holds the run's config, its per-epoch records and the training loader's
     generator state (what the next epoch's offset would be drawn from).
     """
-    from numpy_ref.checkpoint import save_checkpoint as save
-
-    save(
+    save_checkpoint(
         path,
         spec,
         result.params,

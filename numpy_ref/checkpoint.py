@@ -27,10 +27,16 @@ from typing import Any
 import numpy as np
 
 from numpy_ref.atomic import atomic_write
-from numpy_ref.data import Vocab
-from numpy_ref.models import check_params
-from numpy_ref.spec import ModelSpec, Params, check_vocab_size, flatten_params, unflatten_params
-from numpy_ref.training import EpochStats
+from numpy_ref.loops import EpochStats
+from numpy_ref.spec import (
+    ModelSpec,
+    Params,
+    check_params,
+    check_vocab_size,
+    flatten_params,
+    unflatten_params,
+)
+from numpy_ref.vocab import Vocab
 
 FORMAT = "rnn-lm checkpoint"
 FORMAT_VERSION = 1

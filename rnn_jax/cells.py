@@ -21,25 +21,26 @@ outside the recurrence (I1, I2); a step adds the recurrent part and applies the 
                  C~ = tanh(A_xc + H_{t-1} W_hc)                                       (L4)
                  C_t = F * C_{t-1} + I * C~,  H_t = O * tanh(C_t)                     (L5, L6)
 
-Each cell is a few pure functions in the cs231n manner:
+Each cell is a few pure functions in the cs231n manner, with the names and the meaning of
+``numpy_ref.cells`` (the states ``state_prev``, ``state_next`` are tuples of (B, H) arrays, ``(h,)``
+or ``(h, c)``; ``dstate_next`` is the gradient reaching ``state_next`` by every path, ``dh_next``
+the sum of what comes from above and from step t+1 (B1), formed by the scan's body):
 
-- ``step_forward(W, carry_prev, a_x) -> (carry, cache)``: ``carry`` is the state, ``(h,)`` or
-  ``(h, c)`` of (B, H) arrays, ``a_x`` (B, G*H); ``cache`` holds the activations the backward
-  needs besides the carries (the gates, stacked (B, G*H), so that a step saves one array).
-- ``step_backward(W_T, dcarry, dh_out, carry_prev, carry, cache) -> (dcarry_prev, da_x, da_rec)``:
-  the backward of one step (R1', G1'-G4', L1'-L6'). ``dh_out`` (B, H) is the gradient reaching
-  ``h`` from above (the next layer or the output), ``dcarry`` the one reaching the carry from step
-  t+1 (B1); ``da_x`` (B, G*H) is the gradient of ``a_x`` and ``da_rec`` (B, G*H) that of the
-  recurrent product's output (the same array but for the "after" GRU, whose candidate product
-  is gated by R). One recurrent product per step; two for the "before" GRU, where ``R * H``
-  enters ``W_hh`` after ``H`` entered ``W_hz, W_hr``.
+- ``step_forward(W, state_prev, a_x) -> (state_next, cache)``, ``a_x`` (B, G*H); ``cache`` holds
+  what the backward needs besides the states (the gates, stacked (B, G*H), so that a step saves
+  one array).
+- ``step_backward(W_T, dstate_next, state_prev, state_next, cache) -> (dstate_prev, da_x,
+  da_rec)``: the backward of one step (R1', G1'-G4', L1'-L6'). ``da_x`` (B, G*H) is the gradient
+  of ``a_x`` and ``da_rec`` (B, G*H) that of the recurrent product's output (the same array but
+  for the "after" GRU, whose candidate product is gated by R). One recurrent product per step;
+  two for the "before" GRU, where ``R * h`` enters ``W_hh`` after ``h`` entered ``W_hz, W_hr``.
 - ``weight_grad(H_prev_all, caches, dA_rec) -> dW_h`` (H, G*H): the recurrent weights' gradient
   as one product over all N rows after the reverse scan (B2), instead of a sum of T products.
 - ``forward_weights(W_h)``, ``backward_weights(W_h)``: what the steps take instead of the stacked
   ``W_h`` (its transpose; the "before" GRU's two blocks), formed once before the scan, since a
   transpose or slice written in a scan's body is redone at every step.
 
-The carries before and after every step are the scan's outputs shifted by one (``H_all`` with the
+The states before and after every step are the scan's outputs shifted by one (``H_all`` with the
 initial state in front), so no step saves ``h_prev``.
 """
 
@@ -52,10 +53,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from numpy_ref import cells as np_cells
 from numpy_ref.spec import ModelSpec
 
 Array = jax.Array
-Carry = tuple[Array, ...]
+State = tuple[Array, ...]
 
 
 def _rows(a: Array) -> Array:
@@ -88,23 +90,44 @@ def _transposed(W_h: Array) -> Array:
 # --- vanilla RNN -------------------------------------------------------------------------------
 
 
-def rnn_step_forward(W_hh: Array, carry_prev: Carry, a_x: Array) -> tuple[Carry, tuple]:
-    (h_prev,) = carry_prev
-    h = jnp.tanh(a_x + h_prev @ W_hh)  # (R1)
-    return (h,), ()
+def rnn_step_forward(W_hh: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+    """(R1) ``h_next = tanh(a_x + h_prev W_hh)``.
+
+    Args:
+        W_hh: (H, H).
+        state_prev: ``(h_prev,)``, (B, H).
+        a_x: (B, H), ``x W_xh + b_h``.
+
+    Returns:
+        ``(h_next,)`` (B, H) and an empty cache (the backward reads ``h_next``).
+    """
+    (h_prev,) = state_prev
+    h_next = jnp.tanh(a_x + h_prev @ W_hh)  # (R1)
+    return (h_next,), ()
 
 
 def rnn_step_backward(
-    W_hh_T: Array, dcarry: Carry, dh_out: Array, carry_prev: Carry, carry: Carry, cache: tuple
-) -> tuple[Carry, Array, Array]:
-    (h,) = carry
-    dh = dcarry[0] + dh_out  # (B1): h feeds step t+1 and the layer above
-    da = _tanh_grad(h) * dh  # (R1') through tanh
+    W_hh_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
+) -> tuple[State, Array, Array]:
+    """(R1') through tanh and ``h_prev W_hh``.
+
+    Args:
+        W_hh_T: (H, H), ``W_hh`` transposed.
+        dstate_next: ``(dh_next,)`` (B, H), by every path.
+        state_prev, state_next: ``(h_prev,)``, ``(h_next,)``, (B, H).
+        cache: empty.
+
+    Returns:
+        ``(dh_prev,)`` (B, H); ``da_x`` = ``da_rec`` (B, H), the gradient of the tanh's input.
+    """
+    (dh_next,), (h_next,) = dstate_next, state_next
+    da = _tanh_grad(h_next) * dh_next  # (R1') through tanh
     return (da @ W_hh_T,), da, da
 
 
 def rnn_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    return _rows(H_prev_all).T @ _rows(dA_rec)  # (B2), all steps in one product
+    """(B2) ``dW_hh = sum_t h_{t-1}^T da_t`` as one product: H_prev_all, dA_rec (T, B, H)."""
+    return _rows(H_prev_all).T @ _rows(dA_rec)
 
 
 # --- GRU -----------------------------------------------------------------------------------------
@@ -115,10 +138,10 @@ def _gru_output(z: Array, h_prev: Array, h_tilde: Array) -> Array:
 
 
 def _gru_output_backward(
-    dh: Array, z: Array, h_prev: Array, h_tilde: Array
+    dh_next: Array, z: Array, h_prev: Array, h_tilde: Array
 ) -> tuple[Array, Array, Array]:
     """(G4'): gradients of z, of h_tilde, and the direct part of h_prev's."""
-    return dh * (h_prev - h_tilde), dh * (1 - z), dh * z
+    return dh_next * (h_prev - h_tilde), dh_next * (1 - z), dh_next * z
 
 
 def _split_zr_h(W_h: Array) -> tuple[Array, Array]:
@@ -133,115 +156,191 @@ def _split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
 
 
 def gru_before_step_forward(
-    W_h: tuple[Array, Array], carry_prev: Carry, a_x: Array
-) -> tuple[Carry, tuple]:
+    W_h: tuple[Array, Array], state_prev: State, a_x: Array
+) -> tuple[State, tuple]:
+    """(G1, G2, G3b, G4): the book's GRU, the reset gate before the recurrent product.
+
+    Args:
+        W_h: ``(W_hzr (H, 2H), W_hh (H, H))``.
+        state_prev: ``(h_prev,)``, (B, H).
+        a_x: (B, 3H), ``[a_z | a_r | a_h]``.
+
+    Returns:
+        ``(h_next,)`` (B, H) and the cache ``(gates,)``, gates (B, 3H) = ``[z | r | h_tilde]``.
+    """
     W_hzr, W_hh = W_h
-    (h_prev,) = carry_prev
+    (h_prev,) = state_prev
     H = h_prev.shape[-1]
     zr = jax.nn.sigmoid(a_x[:, : 2 * H] + h_prev @ W_hzr)  # (G1, G2) in one product
     r = zr[:, H:]
     h_tilde = jnp.tanh(a_x[:, 2 * H :] + (r * h_prev) @ W_hh)  # (G3b)
-    h = _gru_output(zr[:, :H], h_prev, h_tilde)
-    return (h,), (jnp.concatenate([zr, h_tilde], axis=-1),)  # gates (B, 3H): z, r, h_tilde
+    h_next = _gru_output(zr[:, :H], h_prev, h_tilde)
+    return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1),)
 
 
 def gru_before_step_backward(
     W_h_T: tuple[Array, Array],
-    dcarry: Carry,
-    dh_out: Array,
-    carry_prev: Carry,
-    carry: Carry,
+    dstate_next: State,
+    state_prev: State,
+    state_next: State,
     cache: tuple,
-) -> tuple[Carry, Array, Array]:
+) -> tuple[State, Array, Array]:
+    """(G4', G3', G3b', G2', G1').
+
+    Args:
+        W_h_T: ``(W_hzr^T (2H, H), W_hh^T (H, H))``.
+        dstate_next: ``(dh_next,)`` (B, H), by every path.
+        state_prev: ``(h_prev,)``; state_next: ``(h_next,)`` (unused); (B, H).
+        cache: ``(gates,)`` of the forward.
+
+    Returns:
+        ``(dh_prev,)`` (B, H); ``da_x`` = ``da_rec`` (B, 3H) ``[da_z | da_r | da_h]``.
+    """
     W_hzr_T, W_hh_T = W_h_T
-    (h_prev,), (gates,) = carry_prev, cache
+    (dh_next,), (h_prev,), (gates,) = dstate_next, state_prev, cache
     z, r, h_tilde = _split(gates, 3)
-    dh = dcarry[0] + dh_out  # (B1)
-    dz, dh_tilde, dh_prev = _gru_output_backward(dh, z, h_prev, h_tilde)
+    dz, dh_tilde, dh_prev = _gru_output_backward(dh_next, z, h_prev, h_tilde)
     da_h = _tanh_grad(h_tilde) * dh_tilde  # (G3') through tanh
-    ds = da_h @ W_hh_T  # (G3b') through (r * h_prev) @ W_hh
-    dr = ds * h_prev
+    drh = da_h @ W_hh_T  # (G3b') through rh W_hh, rh = r * h_prev
+    dr = drh * h_prev
     da_zr = jnp.concatenate([_sigmoid_grad(z) * dz, _sigmoid_grad(r) * dr], axis=-1)  # (G1', G2')
-    dh_prev = dh_prev + ds * r + da_zr @ W_hzr_T  # the three other paths to h_prev
+    dh_prev = dh_prev + drh * r + da_zr @ W_hzr_T  # the three other paths to h_prev
     da = jnp.concatenate([da_zr, da_h], axis=-1)
     return (dh_prev,), da, da
 
 
 def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
+    """(B2) for the "before" GRU: ``W_hz, W_hr`` read ``h_prev``, ``W_hh`` reads ``r * h_prev``.
+
+    Args:
+        H_prev_all: (T, B, H), ``h_prev`` of every step.
+        caches: ``(gates,)``, gates (T, B, 3H).
+        dA_rec: (T, B, 3H).
+
+    Returns:
+        (H, 3H), ``[dW_hz | dW_hr | dW_hh]``.
+    """
     (gates,) = caches
     H = H_prev_all.shape[-1]
     dW_hzr = _rows(H_prev_all).T @ _rows(dA_rec[..., : 2 * H])
     rh = gates[..., H : 2 * H] * H_prev_all  # the input of W_hh is r * h_prev
     dW_hh = _rows(rh).T @ _rows(dA_rec[..., 2 * H :])
-    return jnp.concatenate([dW_hzr, dW_hh], axis=-1)  # (B2)
+    return jnp.concatenate([dW_hzr, dW_hh], axis=-1)
 
 
-def gru_after_step_forward(W_h: Array, carry_prev: Carry, a_x: Array) -> tuple[Carry, tuple]:
-    (h_prev,) = carry_prev
+def gru_after_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+    """(G1, G2, G3a, G4): PyTorch's (cuDNN's) GRU, the reset gate after the recurrent product.
+
+    Args:
+        W_h: (H, 3H), ``[W_hz | W_hr | W_hh]``.
+        state_prev: ``(h_prev,)``, (B, H).
+        a_x: (B, 3H), ``[a_z | a_r | a_h]``.
+
+    Returns:
+        ``(h_next,)`` (B, H) and the cache ``(gates, hW)``: gates (B, 3H) = ``[z | r |
+        h_tilde]``, hW (B, H) = ``h_prev W_hh``.
+    """
+    (h_prev,) = state_prev
     H = h_prev.shape[-1]
-    a_h = h_prev @ W_h  # (B, 3H): the three recurrent products in one
-    p = a_h[:, 2 * H :]  # h_prev @ W_hh
-    zr = jax.nn.sigmoid(a_x[:, : 2 * H] + a_h[:, : 2 * H])  # (G1, G2)
-    h_tilde = jnp.tanh(a_x[:, 2 * H :] + zr[:, H:] * p)  # (G3a)
-    h = _gru_output(zr[:, :H], h_prev, h_tilde)
-    return (h,), (jnp.concatenate([zr, h_tilde], axis=-1), p)
+    hW_all = h_prev @ W_h  # (B, 3H): the three recurrent products in one
+    hW = hW_all[:, 2 * H :]  # h_prev W_hh
+    zr = jax.nn.sigmoid(a_x[:, : 2 * H] + hW_all[:, : 2 * H])  # (G1, G2)
+    h_tilde = jnp.tanh(a_x[:, 2 * H :] + zr[:, H:] * hW)  # (G3a)
+    h_next = _gru_output(zr[:, :H], h_prev, h_tilde)
+    return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1), hW)
 
 
 def gru_after_step_backward(
-    W_h_T: Array, dcarry: Carry, dh_out: Array, carry_prev: Carry, carry: Carry, cache: tuple
-) -> tuple[Carry, Array, Array]:
-    (h_prev,), (gates, p) = carry_prev, cache
+    W_h_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
+) -> tuple[State, Array, Array]:
+    """(G4', G3', G3a', G2', G1').
+
+    Args:
+        W_h_T: (3H, H), ``W_h`` transposed.
+        dstate_next: ``(dh_next,)`` (B, H), by every path.
+        state_prev: ``(h_prev,)``; state_next: ``(h_next,)`` (unused); (B, H).
+        cache: ``(gates, hW)`` of the forward.
+
+    Returns:
+        ``(dh_prev,)`` (B, H); ``da_x`` (B, 3H) ``[da_z | da_r | da_h]``; ``da_rec`` (B, 3H)
+        ``[da_z | da_r | r * da_h]``, the gradient of ``h_prev W_h``.
+    """
+    (dh_next,), (h_prev,), (gates, hW) = dstate_next, state_prev, cache
     z, r, h_tilde = _split(gates, 3)
-    dh = dcarry[0] + dh_out  # (B1)
-    dz, dh_tilde, dh_prev = _gru_output_backward(dh, z, h_prev, h_tilde)
+    dz, dh_tilde, dh_prev = _gru_output_backward(dh_next, z, h_prev, h_tilde)
     da_h = _tanh_grad(h_tilde) * dh_tilde  # (G3') through tanh
-    dr, dp = da_h * p, da_h * r  # (G3a') through r * (h_prev @ W_hh)
+    dr, dhW = da_h * hW, da_h * r  # (G3a') through r * (h_prev W_hh)
     da_zr = jnp.concatenate([_sigmoid_grad(z) * dz, _sigmoid_grad(r) * dr], axis=-1)  # (G1', G2')
-    da_rec = jnp.concatenate([da_zr, dp], axis=-1)
+    da_rec = jnp.concatenate([da_zr, dhW], axis=-1)
     dh_prev = dh_prev + da_rec @ W_h_T  # one product for the three recurrent paths
     return (dh_prev,), jnp.concatenate([da_zr, da_h], axis=-1), da_rec
 
 
 def gru_after_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    return _rows(H_prev_all).T @ _rows(dA_rec)  # (B2)
+    """(B2): ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, 3H)."""
+    return _rows(H_prev_all).T @ _rows(dA_rec)
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
 
 
-def lstm_step_forward(W_h: Array, carry_prev: Carry, a_x: Array) -> tuple[Carry, tuple]:
-    h_prev, c_prev = carry_prev
+def lstm_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+    """(L1)-(L6).
+
+    Args:
+        W_h: (H, 4H), ``[W_hi | W_hf | W_ho | W_hc]``.
+        state_prev: ``(h_prev, c_prev)``, each (B, H).
+        a_x: (B, 4H), ``[a_i | a_f | a_o | a_c]``.
+
+    Returns:
+        ``(h_next, c_next)`` (B, H) each and the cache ``(gates,)``, gates (B, 4H) =
+        ``[i | f | o | c_tilde]``.
+    """
+    h_prev, c_prev = state_prev
     H = h_prev.shape[-1]
     a = a_x + h_prev @ W_h  # (B, 4H): the four gates in one product
     gates = jnp.concatenate(  # (L1-L4): i, f, o | c_tilde
         [jax.nn.sigmoid(a[:, : 3 * H]), jnp.tanh(a[:, 3 * H :])], axis=-1
     )
     i, f, o, c_tilde = _split(gates, 4)
-    c = f * c_prev + i * c_tilde  # (L5)
-    h = o * jnp.tanh(c)  # (L6)
-    return (h, c), (gates,)
+    c_next = f * c_prev + i * c_tilde  # (L5)
+    h_next = o * jnp.tanh(c_next)  # (L6)
+    return (h_next, c_next), (gates,)
 
 
 def lstm_step_backward(
-    W_h_T: Array, dcarry: Carry, dh_out: Array, carry_prev: Carry, carry: Carry, cache: tuple
-) -> tuple[Carry, Array, Array]:
-    (_, c_prev), (_, c), (gates,) = carry_prev, carry, cache
-    H = c.shape[-1]
+    W_h_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
+) -> tuple[State, Array, Array]:
+    """(L6', L5', L1'-L4').
+
+    Args:
+        W_h_T: (4H, H), ``W_h`` transposed.
+        dstate_next: ``(dh_next, dc_next)`` (B, H) each: ``h_next``'s by every path,
+            ``c_next``'s from step t+1.
+        state_prev: ``(h_prev, c_prev)``; state_next: ``(h_next, c_next)``; (B, H) each.
+        cache: ``(gates,)`` of the forward.
+
+    Returns:
+        ``(dh_prev, dc_prev)`` (B, H) each; ``da_x`` = ``da_rec`` (B, 4H), the gradient of the
+        gates' pre-activations.
+    """
+    (_, c_prev), (_, c_next), (gates,) = state_prev, state_next, cache
+    H = c_next.shape[-1]
     i, f, o, c_tilde = _split(gates, 4)
-    dh_next, dc_next = dcarry
-    dh = dh_next + dh_out  # (B1)
-    tanh_c = jnp.tanh(c)  # recomputed: cheaper than saving it
-    dc = dc_next + dh * o * _tanh_grad(tanh_c)  # (L6') through tanh, plus C_t's path to t+1
+    dh_next, dc_next = dstate_next
+    tanh_c = jnp.tanh(c_next)  # recomputed: cheaper than saving it
+    dc = dc_next + dh_next * o * _tanh_grad(tanh_c)  # (L6') through tanh, plus C's path to t+1
     dgates = jnp.concatenate(
-        [dc * c_tilde, dc * c_prev, dh * tanh_c, dc * i], axis=-1
-    )  # (L5', L6')
+        [dc * c_tilde, dc * c_prev, dh_next * tanh_c, dc * i], axis=-1
+    )  # (L5', L6'): di, df, do, dc_tilde
     sig = gates[:, : 3 * H]
     da = dgates * jnp.concatenate([_sigmoid_grad(sig), _tanh_grad(c_tilde)], axis=-1)  # (L1'-L4')
     return (da @ W_h_T, dc * f), da, da
 
 
 def lstm_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    return _rows(H_prev_all).T @ _rows(dA_rec)  # (B2)
+    """(B2): ``dW_h = sum_t h_{t-1}^T da_t`` as one product, (H, 4H)."""
+    return _rows(H_prev_all).T @ _rows(dA_rec)
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -249,11 +348,12 @@ def lstm_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
 
 @dataclass(frozen=True)
 class Cell:
-    """The functions of one cell (see the module docstring)."""
+    """The functions of one cell (module docstring); ``name`` is its key in ``numpy_ref``'s
+    table too, where its kind, gates and states are listed."""
 
     name: str
-    step_forward: Callable[[Any, Carry, Array], tuple[Carry, tuple]]
-    step_backward: Callable[..., tuple[Carry, Array, Array]]
+    step_forward: Callable[[Any, State, Array], tuple[State, tuple]]
+    step_backward: Callable[..., tuple[State, Array, Array]]
     weight_grad: Callable[[Array, tuple, Array], Array]
     forward_weights: Callable[[Array], Any] = _same
     backward_weights: Callable[[Array], Any] = _transposed
@@ -277,8 +377,8 @@ CELLS = {
 
 
 def cell_for(spec: ModelSpec) -> Cell:
-    """The cell of ``spec``: its kind, and for a GRU where the reset gate acts."""
-    return CELLS[f"gru_{spec.gru_reset}" if spec.kind == "gru" else spec.kind]
+    """The cell of ``spec``: the entry of this table named as ``numpy_ref.cells.cell_for``'s."""
+    return CELLS[np_cells.cell_for(spec).name]
 
 
 def stack_layer(spec: ModelSpec, layer: dict[str, Array]) -> tuple[Array, Array, Array]:

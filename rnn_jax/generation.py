@@ -5,26 +5,16 @@ Letters: V vocabulary, H hidden, L layers.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from numpy_ref import generation as np_generate
-from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size
-from numpy_ref.spec import begin_state as np_begin_state
+from numpy_ref.loops import generate
+from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size, param_dtype
 from rnn_jax.device import device_of
-from rnn_jax.models import _forward
-
-
-@partial(jax.jit, static_argnums=(0,))
-def _token_step(
-    spec: ModelSpec, params: Params, token: jax.Array, state: State
-) -> tuple[jax.Array, State]:
-    logits, state = _forward(spec, params, jnp.reshape(token, (1, 1)), state, "autodiff")
-    return logits[0, 0], state  # (V,)
+from rnn_jax.models import token_step
+from rnn_jax.spec import begin_state
 
 
 def predict(
@@ -44,14 +34,14 @@ def predict(
     Returns:
         The prefix followed by the ``num_preds`` generated tokens.
     """
+    check_vocab_size(spec, vocab)
     device = device_of(params)
-    state = jax.device_put(np_begin_state(spec, 1, np.dtype(params["W_hq"].dtype)), device)
 
     def step(token_index: int, state: State) -> tuple[np.ndarray, State]:
         token = jax.device_put(np.int32(token_index), device)
-        logits, state = _token_step(spec, params, token, state)
+        logits, state = token_step(spec, params, token, state)
         return np.asarray(logits), state
 
-    check_vocab_size(spec, vocab)
+    state = begin_state(spec, 1, param_dtype(params), device)
     rng = None if temperature is None else np.random.default_rng(seed)
-    return np_generate.generate(prefix, num_preds, vocab, step, state, temperature, rng)
+    return generate(prefix, num_preds, vocab, step, state, temperature, rng)

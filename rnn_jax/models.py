@@ -64,17 +64,17 @@ def scan_recurrence(
     """
     W = cell.forward_weights(W_h)
 
-    def body(carry, a_x):
-        carry, _ = cell.step_forward(W, carry, a_x)
-        return carry, carry[0]
+    def body(state, a_x):
+        state, _ = cell.step_forward(W, state, a_x)
+        return state, state[0]
 
     state_T, H_all = lax.scan(body, state0, A_x)
     return H_all, state_T
 
 
-def _shift(state0: tuple[Array, ...], carries: tuple[Array, ...]) -> tuple[Array, ...]:
-    """The carry before every step: (T, B, H) arrays, the initial state in front."""
-    return tuple(jnp.concatenate([s[None], c[:-1]]) for s, c in zip(state0, carries, strict=True))
+def _shift(state0: tuple[Array, ...], states: tuple[Array, ...]) -> tuple[Array, ...]:
+    """The state before every step: (T, B, H) arrays, the initial state in front."""
+    return tuple(jnp.concatenate([s[None], c[:-1]]) for s, c in zip(state0, states, strict=True))
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
@@ -87,30 +87,31 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
     def recurrence_fwd(A_x, W_h, state0):
         W = cell.forward_weights(W_h)
 
-        def body(carry, a_x):
-            carry, cache = cell.step_forward(W, carry, a_x)
-            return carry, (carry, cache)
+        def body(state, a_x):
+            state, cache = cell.step_forward(W, state, a_x)
+            return state, (state, cache)
 
-        state_T, (carries, caches) = lax.scan(body, state0, A_x)
-        return (carries[0], state_T), (W_h, state0, carries, caches)
+        state_T, (states, caches) = lax.scan(body, state0, A_x)
+        return (states[0], state_T), (W_h, state0, states, caches)
 
     def recurrence_bwd(residuals, cotangents):
-        W_h, state0, carries, caches = residuals
-        dH_all, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
+        W_h, state0, states, caches = residuals
+        dH_above, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
         W_T = cell.backward_weights(W_h)
-        carries_prev = _shift(state0, carries)
+        states_prev = _shift(state0, states)
 
-        def body(dcarry, inputs):
-            dh_out, carry_prev, carry, cache = inputs
-            dcarry_prev, da_x, da_rec = cell.step_backward(
-                W_T, dcarry, dh_out, carry_prev, carry, cache
+        def body(dstate, inputs):
+            dh_above, state_prev, state_next, cache = inputs
+            dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
+            dstate_prev, da_x, da_rec = cell.step_backward(
+                W_T, (dh_next, *dstate[1:]), state_prev, state_next, cache
             )
-            return dcarry_prev, (da_x,) if da_rec is da_x else (da_x, da_rec)  # save it once
+            return dstate_prev, (da_x,) if da_rec is da_x else (da_x, da_rec)  # save it once
 
-        xs = (dH_all, carries_prev, carries, caches)
+        xs = (dH_above, states_prev, states, caches)
         dstate0, dA = lax.scan(body, tuple(dstate_T), xs, reverse=True)
         dA_x, dA_rec = dA[0], dA[-1]
-        dW_h = cell.weight_grad(carries_prev[0], caches, dA_rec)  # one product over all T*B rows
+        dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
         return dA_x, dW_h, dstate0
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
@@ -130,9 +131,18 @@ def _recurrence(spec: ModelSpec, grad_mode: str) -> Any:
 # --- the model ---------------------------------------------------------------------------------
 
 
-def _forward(
-    spec: ModelSpec, params: Params, X: Array, state: State, grad_mode: str
+def apply(
+    spec: ModelSpec, params: Params, X: Array, state: State, grad_mode: str = "autodiff"
 ) -> tuple[Array, State]:
+    """The un-jitted forward pass, for other jit regions: ``(logits (T, B, V), state)``.
+
+    Args:
+        spec: the model.
+        params: the shared parameter dict of JAX arrays.
+        X: (B, T) int token indices.
+        state: tuple of ``spec.num_states`` arrays (L, B, H).
+        grad_mode: which recurrence a gradient of it goes through (``GRAD_MODES``).
+    """
     T, B = X.shape[1], X.shape[0]  # X is (B, T); everything inside is time-major
     recurrence = _recurrence(spec, grad_mode)
     H_all = None
@@ -161,7 +171,7 @@ def _mean_cross_entropy(logits: Array, Y: Array) -> Array:
 def _loss(
     params: Params, spec: ModelSpec, X: Array, Y: Array, state: State, grad_mode: str
 ) -> tuple[Array, State]:
-    logits, state = _forward(spec, params, X, state, grad_mode)
+    logits, state = apply(spec, params, X, state, grad_mode)
     return _mean_cross_entropy(logits, Y), state
 
 
@@ -183,7 +193,14 @@ def loss_and_grads_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
 
 @partial(jax.jit, static_argnums=(0,))
 def _forward_jit(spec: ModelSpec, params: Params, X: Array, state: State) -> tuple[Array, State]:
-    return _forward(spec, params, X, state, "autodiff")
+    return apply(spec, params, X, state)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def token_step(spec: ModelSpec, params: Params, token: Array, state: State) -> tuple[Array, State]:
+    """One step of batch 1 on one token (generation): ``(logits (V,), state)``."""
+    logits, state = apply(spec, params, jnp.reshape(token, (1, 1)), state)
+    return logits[0, 0], state
 
 
 @partial(jax.jit, static_argnums=(0, 5))

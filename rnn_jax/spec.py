@@ -1,4 +1,4 @@
-"""The model spec and initialiser of numpy_ref, and the zero state as JAX arrays.
+"""The zero state as JAX arrays on a device; the spec and initialiser are numpy_ref's.
 
 Letters: B batch, H hidden, L layers.
 
@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
+import jax
+import numpy as np
 
-from numpy_ref.spec import ModelSpec, Params, State, init_params
+from numpy_ref import spec as np_spec
+from numpy_ref.spec import ModelSpec, State
 
-__all__ = ["ModelSpec", "Params", "State", "begin_state", "init_params"]
 
+def begin_state(
+    spec: ModelSpec, batch_size: int, dtype: Any = np.float32, device: Any = None
+) -> State:
+    """The zero state: a tuple of ``spec.num_states`` JAX arrays (L, B, H).
 
-def begin_state(spec: ModelSpec, batch_size: int, dtype: Any = jnp.float32) -> State:
-    """The zero state: a tuple of ``spec.num_states`` JAX arrays (L, B, H) on the default device."""
-    shape = (spec.num_layers, batch_size, spec.num_hiddens)
-    return tuple(jnp.zeros(shape, dtype) for _ in range(spec.num_states))
+    Args:
+        spec: the model.
+        batch_size: B.
+        dtype: the parameters' dtype.
+        device: a ``jax.Device`` (or sharding) to put it on; None for JAX's default device.
+    """
+    return jax.device_put(np_spec.begin_state(spec, batch_size, dtype), device)

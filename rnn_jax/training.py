@@ -11,7 +11,7 @@ otherwise, which is the book's rule up to rounding at ``||g|| == theta`` exactly
 so that XLA updates them in place.
 
 The epoch loop itself (state carried or reset, ``loss * n`` accumulated on the device, perplexity
-and tokens/s) is ``numpy_ref.training.run_epoch``; batches come from ``numpy_ref``'s loaders and are
+and tokens/s) is ``numpy_ref.loops.run_epoch``; batches come from ``numpy_ref``'s loaders and are
 put on the parameters' device.
 """
 
@@ -22,18 +22,15 @@ from functools import lru_cache
 from typing import Any
 
 import jax
-import numpy as np
 import optax
-from jax import lax
 
-from numpy_ref import training as np_train
-from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size
-from numpy_ref.spec import begin_state as np_begin_state
-from numpy_ref.training import EpochStats
+from numpy_ref import loops
+from numpy_ref.loops import Batch, EpochStats
+from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size, param_dtype
 from rnn_jax.device import device_of, to_jax
 from rnn_jax.models import check_grad_mode, forward_loss, loss_and_grads_fn
+from rnn_jax.spec import begin_state
 
-Batch = tuple[np.ndarray, np.ndarray]
 TrainStep = Callable[[Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State]]
 
 
@@ -45,8 +42,8 @@ def make_train_step(
 
     Args:
         spec: the model.
-        lr: learning rate of the SGD step.
-        theta: clipping threshold of the global gradient norm.
+        lr: learning rate of the SGD step, a finite number > 0.
+        theta: clipping threshold of the global gradient norm, a finite number > 0.
         grad_mode: ``"bptt"`` (hand-written backward) or ``"autodiff"``.
 
     Returns:
@@ -56,8 +53,7 @@ def make_train_step(
         Cached: the same arguments give the same (already compiled) functions.
     """
     check_grad_mode(grad_mode)
-    if not theta > 0:
-        raise ValueError(f"theta (the clipping threshold) must be > 0, got {theta!r}")
+    loops.check_rates(lr, theta)
     optimizer = optax.chain(optax.clip_by_global_norm(theta), optax.sgd(lr))
     loss_and_grads = loss_and_grads_fn(spec, grad_mode)
 
@@ -69,17 +65,9 @@ def make_train_step(
     return optimizer.init, jax.jit(step, donate_argnums=(0, 1))
 
 
-def _detach(state: State) -> State:
-    return tuple(lax.stop_gradient(s) for s in state)
-
-
-def _state_maker(spec: ModelSpec, params: Params, device: Any) -> Callable[[int], State]:
-    dtype = np.dtype(params["W_hq"].dtype)
-
-    def make(batch_size: int) -> State:
-        return jax.device_put(np_begin_state(spec, batch_size, dtype), device)
-
-    return make
+def _zero_state(spec: ModelSpec, params: Params, device: Any) -> Callable[[int], State]:
+    dtype = param_dtype(params)
+    return lambda batch_size: begin_state(spec, batch_size, dtype, device)
 
 
 def train_epoch(
@@ -101,7 +89,8 @@ def train_epoch(
         lr: SGD learning rate.
         theta: gradient clipping threshold.
         use_random_iter: start every minibatch from the zero state; else carry the state
-            (without its gradient) from one minibatch to the next.
+            from one minibatch to the next (a plain array between two jitted steps: its
+            gradient history is already cut).
         grad_mode: ``"bptt"`` or ``"autodiff"``.
 
     Returns:
@@ -117,12 +106,11 @@ def train_epoch(
         params, opt_state, loss, state = train_step(params, opt_state, X, Y, state)
         return (params, opt_state), loss, state
 
-    (params, _), stats = np_train.run_epoch(
+    (params, _), stats = loops.run_epoch(
         step,
         (params, init_opt_state(params)),
         loader,
-        _state_maker(spec, params, device),
-        _detach,
+        _zero_state(spec, params, device),
         use_random_iter,
         sync=jax.block_until_ready,
     )
@@ -153,7 +141,8 @@ def train(
         ``(params, history)``: the final parameters and one ``EpochStats`` per epoch.
     """
     check_vocab_size(spec, vocab)
-    return np_train.train_loop(
+    loops.check_rates(lr, theta)
+    return loops.train_loop(
         lambda p: train_epoch(spec, p, loader, lr, theta, use_random_iter, grad_mode),
         params,
         num_epochs,
@@ -162,24 +151,11 @@ def train(
 
 
 def evaluate(spec: ModelSpec, params: Params, loader: Iterable[Batch]) -> float:
-    """Perplexity of ``params`` on ``loader``'s data, without updating them.
-
-    The state is carried from one minibatch to the next, as in sequential training; a loader
-    with ``use_random_iter=True`` (non-adjacent minibatches) gets the zero state for each one.
-    """
+    """Perplexity of ``params`` on ``loader``'s data, without updating them
+    (:func:`numpy_ref.loops.evaluate`, over the jitted ``forward_loss``)."""
     device = device_of(params)
 
-    def step(carry, X, Y, state):
-        X, Y = jax.device_put((X, Y), device)
-        batch_loss, state = forward_loss(spec, carry, X, Y, state)
-        return carry, batch_loss, state
+    def loss_step(X, Y, state):
+        return forward_loss(spec, params, *jax.device_put((X, Y), device), state)
 
-    _, stats = np_train.run_epoch(
-        step,
-        params,
-        loader,
-        _state_maker(spec, params, device),
-        _detach,
-        bool(getattr(loader, "use_random_iter", False)),
-    )
-    return float(stats.perplexity)
+    return loops.evaluate(loss_step, loader, _zero_state(spec, params, device))

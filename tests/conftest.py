@@ -1,15 +1,57 @@
-"""Shared fixtures: where the book's corpus is, for the tests that need the real text."""
+"""What the tests share: the model variants, the float64 switch, relative differences, the corpus.
+
+``VARIANTS`` comes from the table of cells (``numpy_ref.cells.CELLS``): a new cell kind is tested
+everywhere the moment it is in the table. Import the constants and helpers with
+``from conftest import VARIANTS, rel_diff`` (pytest puts this folder on ``sys.path``).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from numpy_ref.data import DATA_DIR_ENV, FILE_NAME
+from numpy_ref.cells import CELLS
+from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME
+from numpy_ref.spec import ModelSpec, flatten_params
+
+# (kind, gru_reset) of every cell, and its name for test ids: rnn, gru_before, gru_after, lstm.
+VARIANTS = [(cell.kind, cell.reset or "before") for cell in CELLS.values()]
+VARIANT_IDS = list(CELLS)
+# every variant with one and with two layers
+CASES = [(kind, reset, layers) for kind, reset in VARIANTS for layers in (1, 2)]
+CASE_IDS = [f"{name}-L{layers}" for name in CELLS for layers in (1, 2)]
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def spec_of(kind: str, reset: str, V: int, H: int, layers: int = 1) -> ModelSpec:
+    return ModelSpec(kind, V, H, layers, reset)
+
+
+def rel_diff(reference, other) -> float:
+    """max |reference - other| / max |reference| over all arrays of two parameter dicts."""
+    ref, oth = flatten_params(reference), flatten_params(other)
+    assert ref.keys() == oth.keys()
+    scale = max(float(np.max(np.abs(v))) for v in ref.values())
+    return max(float(np.max(np.abs(np.asarray(ref[k]) - np.asarray(oth[k])))) for k in ref) / scale
+
+
+def state_rel_diff(reference, other) -> float:
+    """The same for two states (tuples of arrays)."""
+    scale = max(float(np.max(np.abs(s))) for s in reference)
+    pairs = zip(reference, other, strict=True)
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs) / scale
+
+
+@pytest.fixture
+def x64():
+    """JAX in float64 for one test only (``jax.enable_x64`` restores the setting after it)."""
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield jax
 
 
 def _corpus_dir() -> Path | None:
@@ -39,3 +81,28 @@ def corpus_env(corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``$RNN_LM_DATA_DIR`` at the real corpus for the duration of one test."""
     monkeypatch.setenv(DATA_DIR_ENV, str(corpus_file.parent))
     return corpus_file
+
+
+# --- the last line of `make test`: did the PyTorch parity tests run? -----------------------------
+
+PARITY_FILE = "test_torch_parity.py"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say how many PyTorch parity tests ran, or that they were skipped and how to enable them."""
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        reports = terminalreporter.stats.get(outcome, [])
+        counts[outcome] = sum(
+            1 for r in reports if getattr(r, "when", "call") in ("call", "setup")
+            and PARITY_FILE in getattr(r, "nodeid", "")
+        )  # fmt: skip
+    ran = counts["passed"] + counts["failed"] + counts["error"]
+    write = terminalreporter.write_line
+    if ran:
+        write(f"PyTorch parity: {ran} tests ran ({counts['passed']} passed).")
+    elif counts["skipped"]:
+        write(
+            "PyTorch parity: skipped (PyTorch is not installed); enable it with "
+            "`.venv/bin/pip install -e '.[dev,torch]'` (the pinned CPU build), then `make test`."
+        )

@@ -19,9 +19,9 @@ from numpy_ref.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from numpy_ref.data import Vocab
+from numpy_ref.loops import EpochStats
 from numpy_ref.spec import ModelSpec, flatten_params, init_params
-from numpy_ref.training import EpochStats
+from numpy_ref.vocab import Vocab
 
 VOCAB = Vocab(list("the time machine"))
 

@@ -7,7 +7,7 @@ tanh and sigmoid works off its linear part, a non-zero initial state, random tok
 
 Tolerances, all relative to the scale of the reference (its largest absolute entry):
 
-- float64 (JAX's x64 mode, switched on per test by the ``x64`` fixture, restored after it):
+- float64 (JAX's x64 mode, switched on per test by the ``x64`` fixture of conftest):
   the engines differ only in summation order, a few hundred ulps (2.2e-16) at most on these
   sizes; 1e-10 leaves a margin of ~1e4 and still catches any wrong term, whose error would be of
   the order of the gradient itself.
@@ -18,26 +18,16 @@ Tolerances, all relative to the scale of the reference (its largest absolute ent
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import CASE_IDS, CASES, VARIANT_IDS, VARIANTS, rel_diff, state_rel_diff
 
 import numpy_ref.models as np_models
 import rnn_jax
 from numpy_ref.spec import ModelSpec, flatten_params, init_params, unflatten_params
 
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
-CASES = [(kind, reset, layers) for kind, reset in VARIANTS for layers in (1, 2)]
-VARIANT_IDS = ["rnn", "gru-before", "gru-after", "lstm"]
-IDS = [f"{k}-{r}-L{n}" if k == "gru" else f"{k}-L{n}" for k, r, n in CASES]
 V, H, B, T = 7, 5, 3, 4
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 def problem(kind: str, reset: str, layers: int, dtype=np.float64, seed: int = 0):
@@ -53,21 +43,7 @@ def problem(kind: str, reset: str, layers: int, dtype=np.float64, seed: int = 0)
     return spec, params, X, Y, state
 
 
-def rel_diff(reference, other) -> float:
-    """max |reference - other| / max |reference| over all arrays of two parameter dicts."""
-    ref, oth = flatten_params(reference), flatten_params(other)
-    assert ref.keys() == oth.keys()
-    scale = max(float(np.max(np.abs(v))) for v in ref.values())
-    return max(float(np.max(np.abs(np.asarray(ref[k]) - np.asarray(oth[k])))) for k in ref) / scale
-
-
-def state_rel_diff(reference, other) -> float:
-    scale = max(float(np.max(np.abs(s))) for s in reference)
-    pairs = zip(reference, other, strict=True)
-    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs) / scale
-
-
-@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=CASE_IDS)
 def test_numpy_autodiff_and_custom_backward_agree_float64(x64, kind, reset, layers):
     spec, params, X, Y, state = problem(kind, reset, layers)
     loss_ref, grads_ref, state_ref = np_models.loss_and_grads(spec, params, X, Y, state)
@@ -84,7 +60,7 @@ def test_numpy_autodiff_and_custom_backward_agree_float64(x64, kind, reset, laye
     assert np.max(np.abs(np.asarray(logits) - logits_ref)) < 1e-10 * np.max(np.abs(logits_ref))
 
 
-@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=CASE_IDS)
 def test_numpy_and_custom_backward_agree_float32(kind, reset, layers):
     spec, params, X, Y, state = problem(kind, reset, layers, np.float32)
     loss_ref, grads_ref, state_ref = np_models.loss_and_grads(spec, params, X, Y, state)
@@ -95,9 +71,7 @@ def test_numpy_and_custom_backward_agree_float32(kind, reset, layers):
     assert state_rel_diff(state_ref, new_state) < 1e-4
 
 
-@pytest.mark.parametrize(
-    ("kind", "reset"), VARIANTS, ids=["rnn", "gru-before", "gru-after", "lstm"]
-)
+@pytest.mark.parametrize(("kind", "reset"), VARIANTS, ids=VARIANT_IDS)
 def test_custom_backward_matches_finite_differences(x64, kind, reset):
     """Two layers: the recurrent weights of both layers, the input gather of layer 0 and the
     input product of layer 1 are all probed."""

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import CASE_IDS, CASES, VARIANT_IDS, VARIANTS, rel_diff
 
 import numpy_ref.models as np_models
 import rnn_jax
@@ -25,28 +26,9 @@ from numpy_ref import generation as np_generate
 from numpy_ref import optim as np_optim
 from numpy_ref import training as np_train
 from numpy_ref.checkpoint import load_checkpoint, save_checkpoint
-from numpy_ref.data import Vocab, load_data_time_machine, tokenize
-from numpy_ref.spec import ModelSpec, flatten_params, init_params, map_params
-
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
-VARIANT_IDS = ["rnn", "gru-before", "gru-after", "lstm"]
-CASES = [(kind, reset, layers) for kind, reset in VARIANTS for layers in (1, 2)]
-IDS = [f"{k}-{r}-L{n}" if k == "gru" else f"{k}-L{n}" for k, r, n in CASES]
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
-def rel_diff(reference, other) -> float:
-    """max |reference - other| / max |reference| over all arrays of two parameter dicts."""
-    ref, oth = flatten_params(reference), flatten_params(other)
-    assert ref.keys() == oth.keys()
-    scale = max(float(np.max(np.abs(v))) for v in ref.values())
-    return max(float(np.max(np.abs(np.asarray(ref[k]) - np.asarray(oth[k])))) for k in ref) / scale
-
+from numpy_ref.data import load_data_time_machine
+from numpy_ref.spec import ModelSpec, init_params, map_params
+from numpy_ref.vocab import Vocab, tokenize
 
 # --- clipping ----------------------------------------------------------------------------------
 
@@ -108,7 +90,7 @@ def _train_both(spec, dtype, use_random_iter, num_epochs=3):
     return spec, params_np, params_jax, ppl_np, ppl_jax, loader_np, loader_jax
 
 
-@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=CASE_IDS)
 def test_training_trajectories_agree_float64(corpus_env, x64, kind, reset, layers):
     for use_random_iter in (False, True):
         spec = ModelSpec(kind, 1, 8, layers, reset)
@@ -129,10 +111,6 @@ def test_training_perplexities_agree_float32(corpus_env, kind, reset):
     spec = ModelSpec(kind, 1, 8, 2, reset)
     _, _, _, ppl_np, ppl_jax, _, _ = _train_both(spec, np.float32, False)
     np.testing.assert_allclose(ppl_jax, ppl_np, rtol=1e-3, atol=0)
-
-
-def test_training_without_the_corpus_is_skipped_with_a_reason(corpus_file):
-    assert corpus_file.name == "timemachine.txt"  # the fixture skips (locally) or fails (CI)
 
 
 # --- generation and checkpoints ------------------------------------------------------------------

@@ -11,20 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_ref import data
+from numpy_ref import corpus as data
+from numpy_ref.corpus import CorpusUnavailableError, read_time_machine
 from numpy_ref.data import (
-    CorpusUnavailableError,
     SeqDataLoader,
-    Vocab,
     load_corpus_time_machine,
     load_data_time_machine,
     min_corpus_length,
-    read_time_machine,
     seq_data_iter_random,
     seq_data_iter_sequential,
     split_corpus,
-    tokenize,
 )
+from numpy_ref.vocab import Vocab, tokenize
 
 SCHEMES = {"random": seq_data_iter_random, "sequential": seq_data_iter_sequential}
 PROPERTY = settings(max_examples=300, deadline=None)

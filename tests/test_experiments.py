@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments
 from experiments import cli, compare, table
 from experiments.config import ConfigError, section_config
 from experiments.rundir import CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY
@@ -80,6 +81,9 @@ def test_torch_run_without_torch_says_how_to_install_it(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    for name in [m for m in sys.modules if m.startswith("experiments.torch_ref")]:
+        monkeypatch.delitem(sys.modules, name)  # imported by an earlier test: import it anew
+    monkeypatch.delattr(experiments, "torch_ref", raising=False)
     code, _, err = run_cli(capsys, "gru", "--impl", "torch", "--out", str(tmp_path / "run"))
     assert_one_error_line(code, err, "PyTorch is not installed", "pip install")
     assert not (tmp_path / "run").exists()
@@ -166,7 +170,7 @@ def test_the_numpy_impl_needs_neither_jax_nor_torch(tmp_path: Path) -> None:
         "import sys\n"
         "for name in ('torch', 'jax', 'jaxlib', 'optax'):\n"
         "    sys.modules[name] = None  # any import of them now fails\n"
-        "from experiments import cli, compare, table, torch_ref\n"
+        "from experiments import bench, cli, compare, table\n"
         f"sys.exit(cli.main('gru', {[*TINY, '--out', str(tmp_path)]!r}))\n"
     )
     done = subprocess.run(

@@ -9,12 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import VARIANT_IDS, VARIANTS
 
 import rnn_jax
 from numpy_ref.spec import ModelSpec, init_params
-
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
-VARIANT_IDS = ["rnn", "gru-before", "gru-after", "lstm"]
 
 
 @pytest.mark.parametrize(("kind", "reset"), VARIANTS, ids=VARIANT_IDS)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numpy_ref.data import Vocab
-from numpy_ref.generation import generate, predict
+from numpy_ref.generation import predict
+from numpy_ref.loops import generate
 from numpy_ref.models import forward
 from numpy_ref.spec import ModelSpec, begin_state, init_params
+from numpy_ref.vocab import Vocab
 
 VOCAB = Vocab(list("abcd"))  # <unk>, a, b, c, d
 

@@ -15,20 +15,16 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from conftest import CASE_IDS, CASES, VARIANT_IDS, VARIANTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numpy_ref.cells import CELLS
 from numpy_ref.models import (
     backward,
     forward_loss,
     forward_with_cache,
-    gru_step_backward,
-    gru_step_forward,
     loss_and_grads,
-    lstm_step_backward,
-    lstm_step_forward,
-    rnn_step_backward,
-    rnn_step_forward,
     softmax_cross_entropy,
 )
 from numpy_ref.spec import ModelSpec, flatten_params, init_params, unflatten_params
@@ -36,13 +32,6 @@ from numpy_ref.spec import ModelSpec, flatten_params, init_params, unflatten_par
 EPS = 1e-5
 REL_TOL = 1e-6
 FLOOR = 1e-3
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
-CASES = [(kind, reset, layers) for kind, reset in VARIANTS for layers in (1, 2)]
-
-
-def case_id(case: tuple[str, str, int]) -> str:
-    kind, reset, layers = case
-    return f"{kind}{'-' + reset if kind == 'gru' else ''}-L{layers}"
 
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, indices=None) -> np.ndarray:
@@ -90,7 +79,7 @@ def make_problem(kind: str, reset: str, layers: int, V=5, H=3, B=2, T=4, seed=0)
     return spec, params, X, Y, state
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_every_parameter_gradient_matches_finite_differences(case) -> None:
     spec, params, X, Y, state = make_problem(*case)
     _, grads, _ = loss_and_grads(spec, params, X, Y, state)
@@ -105,7 +94,7 @@ def test_every_parameter_gradient_matches_finite_differences(case) -> None:
         assert_gradient_matches(numerical_gradient(loss_at, value), flat_grads[key], key)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_initial_state_gradient_matches_finite_differences(case) -> None:
     """The gradient that truncated BPTT drops between minibatches, checked all the same."""
     spec, params, X, Y, state = make_problem(*case)
@@ -145,57 +134,37 @@ def test_gradient_check_catches_a_small_error() -> None:
 # --- each cell on its own: every output of the step backward ---------------------------------
 
 
-def _step_case(kind: str, reset: str, B=3, H=4, seed=1):
-    rng = np.random.default_rng(seed)
-    gates = {"rnn": "h", "gru": "zrh", "lstm": "ifoc"}[kind]
-    x_proj = {g: rng.normal(0, 1.0, (B, H)) for g in gates}
-    layer = {f"W_h{g}": rng.normal(0, 0.5, (H, H)) for g in gates}
-    h_prev, c_prev = rng.normal(0, 0.5, (B, H)), rng.normal(0, 0.5, (B, H))
-    G_h, G_c = rng.normal(0, 1, (B, H)), rng.normal(0, 1, (B, H))  # loss = sum(G_h*h + G_c*c)
+@pytest.mark.parametrize("name", VARIANT_IDS)
+def test_step_backward_matches_finite_differences(name: str) -> None:
+    """Every output of one cell's step backward, against the step forward alone: the loss is
+    ``sum(G_k * state_next[k])`` with random weights ``G``, so ``dstate_next = G``."""
+    cell = CELLS[name]
+    B, H, G = 3, 4, len(cell.gates)
+    rng = np.random.default_rng(1)
+    a_x = rng.normal(0, 1.0, (B, G * H))
+    W_h = rng.normal(0, 0.5, (H, G * H))
+    state_prev = tuple(rng.normal(0, 0.5, (B, H)) for _ in cell.states)
+    weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.states)
 
-    def loss(x_proj, h_prev, c_prev, layer) -> float:
-        if kind == "rnn":
-            h, _ = rnn_step_forward(x_proj, h_prev, layer)
-            return float(np.sum(G_h * h))
-        if kind == "gru":
-            h, _ = gru_step_forward(x_proj, h_prev, layer, reset)
-            return float(np.sum(G_h * h))
-        h, c, _ = lstm_step_forward(x_proj, h_prev, c_prev, layer)
-        return float(np.sum(G_h * h) + np.sum(G_c * c))
+    def loss(W_h, state_prev, a_x) -> float:
+        state_next, _ = cell.step_forward(W_h, state_prev, a_x)
+        return float(sum(np.sum(g * s) for g, s in zip(weights, state_next, strict=True)))
 
-    if kind == "rnn":
-        _, cache = rnn_step_forward(x_proj, h_prev, layer)
-        dx, dh_prev, dW = rnn_step_backward(G_h, cache)
-        dc_prev = None
-    elif kind == "gru":
-        _, cache = gru_step_forward(x_proj, h_prev, layer, reset)
-        dx, dh_prev, dW = gru_step_backward(G_h, cache)
-        dc_prev = None
-    else:
-        _, _, cache = lstm_step_forward(x_proj, h_prev, c_prev, layer)
-        dx, dh_prev, dc_prev, dW = lstm_step_backward(G_h, G_c, cache)
-    return x_proj, h_prev, c_prev, layer, loss, dx, dh_prev, dc_prev, dW
+    _, cache = cell.step_forward(W_h, state_prev, a_x)
+    da_x, dstate_prev, dW_h = cell.step_backward(W_h, weights, cache)
+    assert_gradient_matches(
+        numerical_gradient(lambda a: loss(W_h, state_prev, a), a_x), da_x, "da_x"
+    )
+    assert_gradient_matches(
+        numerical_gradient(lambda w: loss(w, state_prev, a_x), W_h), dW_h, "dW_h"
+    )
+    for k, name_k in enumerate(cell.states):
 
+        def loss_k(s: np.ndarray, k: int = k) -> float:
+            return loss(W_h, (*state_prev[:k], s, *state_prev[k + 1 :]), a_x)
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
-def test_step_backward_matches_finite_differences(kind: str, reset: str) -> None:
-    x_proj, h_prev, c_prev, layer, loss, dx, dh_prev, dc_prev, dW = _step_case(kind, reset)
-    assert set(dx) == set(x_proj) and set(dW) == set(layer)
-    for g in x_proj:
-        numeric = numerical_gradient(
-            lambda a, g=g: loss({**x_proj, g: a}, h_prev, c_prev, layer), x_proj[g]
-        )
-        assert_gradient_matches(numeric, dx[g], f"dx_proj[{g!r}]")
-    for key in layer:
-        numeric = numerical_gradient(
-            lambda w, key=key: loss(x_proj, h_prev, c_prev, {**layer, key: w}), layer[key]
-        )
-        assert_gradient_matches(numeric, dW[key], key)
-    numeric = numerical_gradient(lambda h: loss(x_proj, h, c_prev, layer), h_prev)
-    assert_gradient_matches(numeric, dh_prev, "dh_prev")
-    if kind == "lstm":
-        numeric = numerical_gradient(lambda c: loss(x_proj, h_prev, c, layer), c_prev)
-        assert_gradient_matches(numeric, dc_prev, "dc_prev")
+        numeric = numerical_gradient(loss_k, state_prev[k])
+        assert_gradient_matches(numeric, dstate_prev[k], f"d{name_k}_prev")
 
 
 # --- random shapes, a random subset of elements ----------------------------------------------

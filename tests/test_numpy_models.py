@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import VARIANT_IDS, VARIANTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +25,12 @@ from numpy_ref.models import (
     forward_with_cache,
     gather_input,
     gather_input_backward,
-    gru_step_forward,
     loss_and_grads,
-    lstm_step_forward,
-    rnn_step_forward,
     softmax_cross_entropy,
 )
 from numpy_ref.optim import sgd
 from numpy_ref.spec import ModelSpec, begin_state, flatten_params, init_params
 
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
 ROUNDOFF = 1e-13
 
 
@@ -53,28 +50,25 @@ def one_hot(tokens: np.ndarray, V: int) -> np.ndarray:
 
 def naive_forward(spec, params, X, state):
     """The book's way: one-hot inputs, one step and one output product at a time, all layers per
-    step. Built from the public step functions; shares nothing else with ``models.forward``."""
+    step. Built from the table's step functions; shares nothing else with ``models.forward``."""
     B, T = X.shape
+    cell = spec.cell
     state = [list(s) for s in state]  # state[i][l]: (B, H)
     outputs = []
     for t in range(T):
         x = one_hot(X[:, t], spec.vocab_size)  # (B, V)
         for index, layer in enumerate(params["layers"]):
-            x_proj = {g: x @ layer[f"W_x{g}"] + layer[f"b_{g}"] for g in spec.gates}
-            if spec.kind == "rnn":
-                h, _ = rnn_step_forward(x_proj, state[0][index], layer)
-            elif spec.kind == "gru":
-                h, _ = gru_step_forward(x_proj, state[0][index], layer, spec.gru_reset)
-            else:
-                h, c, _ = lstm_step_forward(x_proj, state[0][index], state[1][index], layer)
-                state[1][index] = c
-            state[0][index] = h
-            x = h
+            a_x = np.concatenate([x @ layer[f"W_x{g}"] + layer[f"b_{g}"] for g in cell.gates], 1)
+            W_h = np.concatenate([layer[f"W_h{g}"] for g in cell.gates], axis=1)
+            new, _ = cell.step_forward(W_h, tuple(s[index] for s in state), a_x)
+            for i, s in enumerate(new):
+                state[i][index] = s
+            x = new[0]
         outputs.append(x @ params["W_hq"] + params["b_q"])
     return np.stack(outputs), tuple(np.stack(s) for s in state)
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_forward_equals_the_books_one_hot_step_by_step_model(kind, reset, layers) -> None:
     spec, params, X, _, state = random_case(kind, reset, layers)
@@ -133,7 +127,7 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits() -> None:
     np.testing.assert_allclose(dlogits, [[0.5, -0.5, 0.0], [1 / 6, 1 / 6, -1 / 3]], atol=1e-15)
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 def test_carrying_the_state_splits_a_sequence_exactly(kind, reset) -> None:
     spec, params, X, _, state = random_case(kind, reset)
     whole, final = forward(spec, params, X, state)
@@ -144,7 +138,7 @@ def test_carrying_the_state_splits_a_sequence_exactly(kind, reset) -> None:
         np.testing.assert_allclose(a, b, rtol=ROUNDOFF)
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 def test_inputs_are_never_mutated_and_the_final_state_is_fresh(kind, reset) -> None:
     spec, params, X, Y, state = random_case(kind, reset)
     params_before = {k: v.copy() for k, v in flatten_params(params).items()}
@@ -172,7 +166,7 @@ def test_gru_variants_differ_and_the_variant_is_ignored_elsewhere() -> None:
     assert not np.allclose(forward(spec, params, X, state)[0], forward(after, params, X, state)[0])
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 def test_float32_follows_the_params_and_agrees_with_float64(kind, reset) -> None:
     spec, params64, X, Y, state64 = random_case(kind, reset)
     params32 = init_params(spec, seed=0, dtype=np.float32, sigma=0.5)
@@ -187,7 +181,7 @@ def test_float32_follows_the_params_and_agrees_with_float64(kind, reset) -> None
         np.testing.assert_allclose(flatten_params(grads32)[key], g, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_fresh_model_starts_at_log_v_and_a_few_sgd_steps_lower_the_loss(kind, reset, layers):
     """Smoke test with the book's initialisation (weights N(0, 0.01^2), float32)."""
@@ -233,15 +227,22 @@ def test_backward_returns_grads_with_the_params_layout() -> None:
     B=st.integers(1, 5),
     T=st.integers(1, 5),
 )
-def test_shapes_for_any_small_sizes(variant, layers, V, H, B, T) -> None:
+def test_any_small_sizes_give_the_books_values(variant, layers, V, H, B, T) -> None:
+    """For every size, the values of the step-by-step one-hot model and the mean cross-entropy
+    written out term by term; gradients of the right shapes and finite."""
     spec, params, X, Y, state = random_case(*variant, layers, V=V, H=H, B=B, T=T)
     logits, new_state = forward(spec, params, X, state)
-    assert logits.shape == (T, B, V)
-    assert all(s.shape == (layers, B, H) for s in new_state) and len(new_state) == len(state)
+    expected_logits, expected_state = naive_forward(spec, params, X, state)
+    np.testing.assert_allclose(logits, expected_logits, rtol=ROUNDOFF, atol=ROUNDOFF)
+    for s, e in zip(new_state, expected_state, strict=True):
+        np.testing.assert_allclose(s, e, rtol=ROUNDOFF, atol=ROUNDOFF)
     loss, grads, _ = loss_and_grads(spec, params, X, Y, state)
-    assert np.isfinite(loss) and loss >= 0
+    log_z = np.log(np.exp(expected_logits).sum(axis=-1))  # (T, B)
+    picked = np.take_along_axis(expected_logits, Y.T[..., None], axis=-1)[..., 0]
+    assert loss == pytest.approx(float(np.mean(log_z - picked)), rel=ROUNDOFF)
     for key, value in flatten_params(params).items():
         assert flatten_params(grads)[key].shape == value.shape
+        assert np.all(np.isfinite(flatten_params(grads)[key]))
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -7,16 +7,16 @@ import time
 
 import numpy as np
 import pytest
+from conftest import VARIANT_IDS, VARIANTS
 
-from numpy_ref.data import SeqDataLoader, Vocab
+from numpy_ref.data import SeqDataLoader
 from numpy_ref.generation import predict
+from numpy_ref.loops import EpochStats, run_epoch, train_loop
 from numpy_ref.models import forward_loss, loss_and_grads
 from numpy_ref.optim import clip_by_global_norm, sgd
 from numpy_ref.spec import ModelSpec, begin_state, flatten_params, init_params
-from numpy_ref.training import EpochStats, evaluate, run_epoch, train, train_epoch, train_loop
-
-VARIANTS = [("rnn", "before"), ("gru", "before"), ("gru", "after"), ("lstm", "before")]
-
+from numpy_ref.training import evaluate, train, train_epoch
+from numpy_ref.vocab import Vocab
 
 # --- the generic loop, with a recording step -------------------------------------------------
 
@@ -47,7 +47,7 @@ def batches(n, B=2, T=3):
 
 def test_sequential_epoch_zeroes_the_first_state_and_detaches_the_others() -> None:
     rec = Recorder([1.0, 2.0, 3.0])
-    carry, stats = run_epoch(rec.step, 0, batches(3), rec.begin_state, rec.detach, False)
+    carry, stats = run_epoch(rec.step, 0, batches(3), rec.begin_state, False, detach=rec.detach)
     assert carry == 3
     assert rec.log == [
         ("zeros", 2),
@@ -63,14 +63,14 @@ def test_sequential_epoch_zeroes_the_first_state_and_detaches_the_others() -> No
 
 def test_random_iteration_starts_every_minibatch_from_zeros() -> None:
     rec = Recorder([1.0, 2.0, 3.0])
-    run_epoch(rec.step, 0, batches(3), rec.begin_state, rec.detach, True)
+    run_epoch(rec.step, 0, batches(3), rec.begin_state, True, detach=rec.detach)
     assert rec.log == [("zeros", 2), ("step", 0)] * 3
 
 
 def test_perplexity_weights_each_minibatch_by_its_tokens() -> None:
     rec = Recorder([1.0, 4.0])
     data = [batches(1, B=1, T=2)[0], batches(1, B=2, T=3)[0]]  # 2 and 6 tokens
-    _, stats = run_epoch(rec.step, 0, data, rec.begin_state, rec.detach, True)
+    _, stats = run_epoch(rec.step, 0, data, rec.begin_state, True, detach=rec.detach)
     assert stats.num_tokens == 8
     assert stats.perplexity == pytest.approx(math.exp((1.0 * 2 + 4.0 * 6) / 8), rel=1e-15)
 
@@ -103,7 +103,7 @@ def test_losses_are_accumulated_without_a_float_per_step() -> None:
     def step(carry, X, Y, state):
         return carry, LazyLoss(0.5), state
 
-    _, stats = run_epoch(step, None, batches(5), lambda b: 0, lambda s: s, False)
+    _, stats = run_epoch(step, None, batches(5), lambda b: 0, False)
     assert LazyLoss.conversions == 1
     assert stats.perplexity == pytest.approx(math.exp(0.5), rel=1e-15)
 
@@ -116,7 +116,7 @@ def test_time_includes_data_iteration_and_the_sync_call() -> None:
 
     synced = []
     _, stats = run_epoch(
-        lambda c, X, Y, s: (c, 1.0, s), "carry", slow_loader(), lambda b: 0, lambda s: s, False,
+        lambda c, X, Y, s: (c, 1.0, s), "carry", slow_loader(), lambda b: 0, False,
         sync=synced.append,
     )  # fmt: skip
     assert synced == ["carry"]
@@ -126,7 +126,7 @@ def test_time_includes_data_iteration_and_the_sync_call() -> None:
 
 def test_an_empty_loader_is_an_error() -> None:
     with pytest.raises(ValueError, match="yielded no minibatch"):
-        run_epoch(lambda c, X, Y, s: (c, 1.0, s), None, [], lambda b: 0, lambda s: s, False)
+        run_epoch(lambda c, X, Y, s: (c, 1.0, s), None, [], lambda b: 0, False)
 
 
 def test_train_loop_counts_epochs_from_one_and_keeps_the_history() -> None:
@@ -212,7 +212,7 @@ def test_evaluate_carries_the_state_and_updates_nothing() -> None:
     assert ppl == math.exp(total / n)
 
 
-@pytest.mark.parametrize("kind, reset", VARIANTS)
+@pytest.mark.parametrize("kind, reset", VARIANTS, ids=VARIANT_IDS)
 def test_each_kind_learns_a_repeated_word_and_continues_it(kind, reset) -> None:
     """'hello ' needs memory: after 'l' comes 'l' or 'o' depending on the letter before.
 
