@@ -6,12 +6,13 @@ python -m experiments.corpus_stats [--path FILE] [--batch-size 2] [--num-steps 5
 from __future__ import annotations
 
 import argparse
+import sys
 
 from numpy_ref.corpus import read_time_machine
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", default=None, help="corpus file (default: the book's)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
             x_text = "".join(char_vocab.to_tokens(x))
             y_text = "".join(char_vocab.to_tokens(y))
             print(f"  X {x.tolist()} {x_text!r}\n  Y {y.tolist()} {y_text!r}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,15 +15,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from experiments.cli import main
+from experiments import cli
 
 SECTION = "rnn_concise"
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the script with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    return main(SECTION, argv)
+    return cli.main(SECTION, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(main())

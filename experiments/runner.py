@@ -82,8 +82,16 @@ class RunResult:
         )
 
     def report_lines(self) -> list[str]:
-        """The lines printed after training: the book's three, then the held-out perplexity."""
+        """The lines printed after training: the book's three, a note when the model still
+        repeats one character, then the held-out perplexity."""
         lines = [self.book_line(), *(self.predictions[p] for p in PREFIXES)]
+        generated = self.predictions[PREFIXES[0]][len(PREFIXES[0]) :]
+        if len(set(generated)) == 1:
+            lines.append(
+                f"(the model still predicts only {generated[0]!r}, the most frequent character "
+                f"after {len(self.history)} epoch(s): a first look; the book trains "
+                f"{SECTIONS[self.config.section].num_epochs})"
+            )
         if self.final.val_perplexity is not None:
             lines.append(
                 f"validation perplexity {self.final.val_perplexity:.1f} "

@@ -86,23 +86,36 @@ def corpus_env(corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # --- the last line of `make test`: did the PyTorch parity tests run? -----------------------------
 
 PARITY_FILE = "test_torch_parity.py"
+_PARITY = pytest.StashKey[str | None]()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """Say how many PyTorch parity tests ran, or that they were skipped and how to enable them."""
+def parity_line(stats: dict) -> str | None:
+    """How many PyTorch parity tests ran, or that they were skipped and how to enable them."""
     counts = {}
     for outcome in ("passed", "failed", "skipped", "error"):
-        reports = terminalreporter.stats.get(outcome, [])
         counts[outcome] = sum(
-            1 for r in reports if getattr(r, "when", "call") in ("call", "setup")
+            1 for r in stats.get(outcome, [])
+            if getattr(r, "when", "call") in ("call", "setup", "collect")
             and PARITY_FILE in getattr(r, "nodeid", "")
         )  # fmt: skip
     ran = counts["passed"] + counts["failed"] + counts["error"]
-    write = terminalreporter.write_line
     if ran:
-        write(f"PyTorch parity: {ran} tests ran ({counts['passed']} passed).")
-    elif counts["skipped"]:
-        write(
+        return f"PyTorch parity: {ran} tests ran ({counts['passed']} passed)."
+    if counts["skipped"]:
+        return (
             "PyTorch parity: skipped (PyTorch is not installed); enable it with "
             "`.venv/bin/pip install -e '.[dev,torch]'` (the pinned CPU build), then `make test`."
         )
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    config.stash[_PARITY] = parity_line(terminalreporter.stats)
+
+
+def pytest_unconfigure(config) -> None:
+    """The very last line of the run (after pytest's own summary)."""
+    line = config.stash.get(_PARITY, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if line and reporter is not None:
+        reporter.write_line(line)
