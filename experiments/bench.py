@@ -30,18 +30,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from experiments.backends import cpu_description
+from experiments.cli import fail
+from experiments.config import ConfigError
+from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
+from experiments.rundir import write_json
 from numpy_ref import models as np_models
 from numpy_ref import optim as np_optim
 from numpy_ref.spec import ModelSpec, begin_state, init_params
@@ -316,25 +321,43 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.bench", description=__doc__.split("\n\n")[0]
-    )
+def check_writable(path: str) -> Path:
+    """``path`` as a file that can be written, or ConfigError now (not after the benchmark)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ConfigError(f"--json {path} is a folder: give a file name")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"--json {path}: cannot write in {folder}: choose another path")
+    return target
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = Parser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=DEFAULT_CONFIGS)
     parser.add_argument("--impls", nargs="+", default=None, choices=IMPLS)
-    parser.add_argument("--repeats", type=int, default=50, help="timed steps per implementation")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
+    parser.add_argument("--repeats", type=POSITIVE, default=50, help="timed steps per impl")
+    parser.add_argument("--warmup", type=NON_NEGATIVE, default=3, help="untimed steps first")
     parser.add_argument("--quick", action="store_true", help="--repeats 10 --warmup 1")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 10, 1
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.json:
+        check_writable(args.json)
+    return args
 
-    env = environment()
-    if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
-        parser.error("--impls torch / torch-scratch need PyTorch: pip install -e '.[torch]'")
+
+def main(argv: list[str] | None = None) -> int:
+    prog = "experiments.bench"
+    try:
+        args = parse_args(argv)
+        env = environment()
+        if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
+            raise ConfigError("--impls torch / torch-scratch need PyTorch: "
+                              "pip install -e '.[dev,torch]'")  # fmt: skip
+    except ConfigError as err:
+        return fail(prog, str(err))
     impls = args.impls or ["numpy", "jax-bptt", "jax-autodiff"]
     if args.impls is None and env["torch"] is not None:
         impls += ["torch", "torch-scratch"]
@@ -355,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {spec.kind} H={spec.num_hiddens} L={spec.num_layers} ({config.note})")
         print(format_table(config_results) + "\n", flush=True)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"environment": env, "results": [asdict(r) for r in results]}, f, indent=2)
+        try:
+            write_json(args.json, {"environment": env, "results": [asdict(r) for r in results]})
+        except OSError as err:
+            return fail(prog, f"--json {args.json}: {err.strerror or err}", 1)
     return 0
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import rundir
-from experiments.cli import EXIT_INTERRUPTED, Parser, add_run_flags, fail, overrides_from_args
+from experiments import rundir, signals
+from experiments.cli import fail, stopped
 from experiments.config import (
     IMPLS,
     ITERS,
@@ -31,8 +31,10 @@ from experiments.config import (
     RunConfig,
     section_config,
 )
+from experiments.flags import Parser, add_run_flags, overrides_from_args
 from experiments.plots import plot_comparison
-from experiments.runner import RunResult, run_experiment, start
+from experiments.records import RunResult
+from experiments.runner import RunStopped, run_experiment, start
 
 TABLE = "compare.md"
 JSON = "compare.json"
@@ -172,22 +174,25 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; the exit codes of the section scripts (:mod:`experiments.cli`)."""
     from experiments.cli import run_with_progress
 
     prog = "experiments.compare"
-    try:
-        out, configs = configs_from_args(argv)
-        comparison = compare(
-            out,
-            configs,
-            run=lambda config, prepared: run_with_progress(config, prepared, f"[{config.impl}] "),
-            overwrite=configs[0].overwrite,
-        )
-    except ConfigError as err:
-        return fail(prog, str(err))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with signals.catching(prog) as stop:
+        try:
+            out, configs = configs_from_args(argv)
+            comparison = compare(
+                out,
+                configs,
+                run=lambda config, prepared: run_with_progress(
+                    config, prepared, f"[{config.impl}] ", stop=stop
+                ),
+                overwrite=configs[0].overwrite,
+            )
+        except ConfigError as err:
+            return fail(prog, str(err))
+        except RunStopped as err:
+            return stopped(prog, err, stop)
     print(comparison.table())
     print(f"comparison: {out / TABLE}, {out / PLOT}")
     return 0

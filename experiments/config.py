@@ -25,7 +25,7 @@ Iteration schemes (``RunConfig.iter``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from numpy_ref.checks import is_int, is_positive
@@ -98,7 +98,11 @@ class RunConfig:
     data_path: str | None = None  # corpus file; None: $RNN_LM_DATA_DIR, cache, download
     predict_every: int = 10  # epochs between two printed continuations of "time traveller"
     num_preds: int = 50
+    checkpoint_every: int = 10  # epochs between checkpoints (also after epoch 1 and the last)
+    max_perplexity: float | None = None  # a training perplexity above it is a divergence;
+    # None: 4 x the vocabulary size (uniform guessing scores the vocabulary size)
     command: str = ""  # the command line, recorded in summary.json
+    resumed_at: tuple[int, ...] = ()  # the epochs this run was resumed from (--resume)
 
     @property
     def use_random_iter(self) -> bool:
@@ -112,6 +116,19 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config a run directory or checkpoint saved (:meth:`to_dict`); fields added since
+        take their defaults, unknown ones (``format``, ``spec``) are ignored."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        values["resumed_at"] = tuple(values.get("resumed_at", ()))
+        return cls(**values)
+
+    def divergence_limit(self, vocab_size: int) -> float:
+        """The training perplexity above which the run counts as diverged."""
+        return self.max_perplexity if self.max_perplexity is not None else 4.0 * vocab_size
 
 
 def section_config(name: str, **overrides: Any) -> RunConfig:
@@ -176,6 +193,11 @@ def validate(config: RunConfig) -> None:
         ("--seed", config.seed, is_int(config.seed, 0), "an integer >= 0"),
         ("predict_every", config.predict_every, is_int(config.predict_every),
          "an integer >= 1"),
+        ("--checkpoint-every", config.checkpoint_every, is_int(config.checkpoint_every),
+         "an integer >= 1"),
+        ("--max-perplexity", config.max_perplexity,
+         config.max_perplexity is None or is_positive(config.max_perplexity),
+         "a finite number > 0"),
     )  # fmt: skip
     for flag, value, ok, expected in checks:
         if not ok:

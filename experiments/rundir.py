@@ -1,15 +1,27 @@
-"""The run directory: checked before a run starts, every file in it written atomically.
+"""The run directory: checked before a run starts, every file in it written atomically, an earlier
+result replaced only once the new run has a checkpoint of its own.
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``perplexity.png``,
-the final checkpoint and ``summary.json``. Each file is written to a temporary file in the same
-folder and moved into place with ``os.replace``, so a reader (or a crash) never sees half a file.
+``checkpoint.npz`` and, once the run is complete, ``summary.json``. Each file is written to a
+temporary file in the same folder and moved into place with ``os.replace``, so a reader (or a
+crash) never sees half a file.
+
+A new run in a folder that holds an earlier result (``--overwrite``) writes into ``DIR/.incoming``
+until its first checkpoint, then moves its files over the old ones (:meth:`RunDir.promote`): if
+it dies, diverges or is interrupted before that, the earlier result is untouched.
+
+Strict JSON has no NaN or infinity (Python would write ``NaN``/``Infinity``, which other readers
+reject): such floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (``float()``
+reads them back), so that ``null`` keeps meaning "not measured" (e.g. validation off).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +36,8 @@ PLOT = "perplexity.png"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.npz"
 RUN_FILES = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT)
+STAGING = ".incoming"
+RUN_FORMAT = "rnn-lm run"  # config.json's "format"
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -35,71 +49,149 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def finite_or_none(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float replaced by None: strict JSON has no such numbers
-    (Python would write ``NaN``/``Infinity``, which other readers reject)."""
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float written as ``"nan"``, ``"inf"`` or ``"-inf"``."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else str(obj)
     if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
     write_text_atomic(path, text + "\n")
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
-    lines = (json.dumps(finite_or_none(r), allow_nan=False) + "\n" for r in records)
+    lines = (json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
     write_text_atomic(path, "".join(lines))
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; ``ValueError`` naming the file and line if damaged."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {number} is not JSON ({err.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError(f"{path} line {number} is not an epoch record")
+            records.append(record)
+    return records
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     """Save a matplotlib figure as PNG, atomically."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Refuse a non-empty ``path`` unless ``overwrite``; raise :class:`ConfigError` otherwise.
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run of this project: a ``config.json`` of a run."""
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    legacy = {"section", "impl", "num_epochs"}  # run directories written before "format"
+    return isinstance(config, dict) and (
+        config.get("format") == RUN_FORMAT or legacy <= set(config)
+    )
 
-    Creates nothing (see :func:`prepare_run_dir`), so that every run of a command can be checked
-    before the first one starts.
+
+def _has_content(path: Path) -> bool:
+    return path.is_dir() and any(p.name != STAGING for p in path.iterdir())
+
+
+def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Refuse ``path`` unless it is free, or ``overwrite`` and it is a run directory.
+
+    Creates nothing (see :class:`RunDir`), so that every run of a command can be checked before
+    the first one starts. Raises :class:`ConfigError` naming the fix.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder: choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if not _has_content(path):
+        return path
+    if not overwrite:
         raise ConfigError(
             f"run directory {path} already exists and is not empty: pass --overwrite to replace "
-            f"its run files, or choose another --out"
+            f"its run, --resume {path} to continue it, or choose another --out"
+        )
+    if not is_run_dir(path):
+        raise ConfigError(
+            f"--overwrite: {path} is not a run directory of rnn-lm (it has no config.json of a "
+            f"run), so nothing in it is replaced: choose another --out"
         )
     return path
 
 
-def prepare_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Create ``path`` (after :func:`check_run_dir`), prove it writable, clear old run files.
+class RunDir:
+    """Where a run writes: the run directory, or its staging folder until the first checkpoint.
 
-    With ``overwrite`` only the files a run writes are removed; anything else stays.
+    Args:
+        path: the run directory.
+        staged: write into ``path/.incoming`` until :meth:`promote` (a new run over an earlier
+            result); else straight into ``path``.
     """
-    path = check_run_dir(path, overwrite)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ConfigError(
-            f"--out {path} is not writable ({reason}): choose a folder you can write to"
-        ) from None
-    if overwrite:
-        for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
-    return path
+
+    def __init__(self, path: str | os.PathLike[str], staged: bool) -> None:
+        self.path = Path(path)
+        self.staged = staged
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], overwrite: bool) -> RunDir:
+        """Check ``path`` (:func:`check_run_dir`), create it, prove it writable."""
+        path = check_run_dir(path, overwrite)
+        run = cls(path, staged=_has_content(path))
+        try:
+            shutil.rmtree(path / STAGING, ignore_errors=True)  # a crashed run's leftovers
+            run.folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=run.folder)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise ConfigError(
+                f"--out {path} is not writable ({reason}): choose a folder you can write to"
+            ) from None
+        return run
+
+    @property
+    def folder(self) -> Path:
+        """The folder the run's files go to now."""
+        return self.path / STAGING if self.staged else self.path
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
+
+    def promote(self) -> None:
+        """Replace the earlier result by the files written so far; write in place from now on.
+
+        The checkpoint moves first (it holds the config and the history: a crash in between
+        leaves a directory that resumes), the old summary goes, since it described the old run.
+        """
+        if not self.staged:
+            return
+        staged = self.folder
+        names = [CHECKPOINT, *(n for n in RUN_FILES if n != CHECKPOINT)]
+        for name in names:
+            if (staged / name).exists():
+                os.replace(staged / name, self.path / name)
+            else:
+                (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(staged, ignore_errors=True)
+        self.staged = False
+
+    def discard(self) -> None:
+        """Drop the staged files: the earlier result stays as it was."""
+        if self.staged:
+            shutil.rmtree(self.folder, ignore_errors=True)

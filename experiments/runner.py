@@ -1,7 +1,7 @@
-"""``run_experiment(config) -> RunResult``: one training run, the book's ``train_ch8``, in Python.
+"""``run_experiment(config) -> RunResult``: one durable training run, the book's ``train_ch8``.
 
-Everything the command line prints is in the result (:meth:`RunResult.report_lines`) or passed to
-the ``on_epoch`` callback; this module prints nothing.
+Everything the command line prints is in the result (:meth:`RunResult.report_lines`), passed to
+the ``on_epoch`` callback, or the message of a :class:`RunStopped`; this module prints nothing.
 
 Data: the vocabulary and the held-out part come from the whole text; ``split_corpus`` keeps its
 last ``val_fraction`` as validation, and training uses the first ``max_tokens`` tokens of the rest
@@ -9,17 +9,23 @@ last ``val_fraction`` as validation, and training uses the first ``max_tokens`` 
 trained on. Validation runs the implementation's ``evaluate`` after every epoch, over sequential
 minibatches from a loader seeded anew each time, so every epoch (and every implementation) sees
 the same validation batches.
+
+Durability: after epoch 1, every ``checkpoint_every`` epochs and after the last, the checkpoint
+(parameters, epoch, the training loader's generator state, the history, the config) is rewritten
+atomically; ``metrics.jsonl`` after every epoch. A run asked to stop (``stop()`` turns True, e.g.
+on SIGINT) finishes its minibatch, saves the last completed epoch and raises
+:class:`RunInterrupted`; a non-finite or too high training perplexity raises
+:class:`RunDiverged` with the last good checkpoint kept. ``resume=True`` continues a run from its
+checkpoint: the generator state, parameters and history are the ones the uninterrupted run had
+after that epoch, so the continuation is bit-identical on the same device.
 """
 
 from __future__ import annotations
 
-import datetime
 import math
-import platform
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,75 +35,32 @@ from experiments import rundir
 from experiments.backends import Backend, make_backend
 from experiments.config import SECTIONS, ConfigError, RunConfig, validate
 from experiments.plots import plot_perplexity
-from numpy_ref.checkpoint import save_checkpoint
-from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, split_corpus
+from experiments.records import PREFIXES, EpochRecord, RunResult, summarize
+from numpy_ref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, min_corpus_length, split_corpus
 from numpy_ref.spec import ModelSpec, init_params
 
-PREFIXES = ("time traveller", "traveller")
+RESUMABLE = ("num_epochs", "device", "checkpoint_every")  # what --resume may change
 
 
-@dataclass
-class EpochRecord:
-    """One line of ``metrics.jsonl``; ``sample`` is the continuation printed every 10 epochs."""
-
-    epoch: int  # 1-based
-    train_perplexity: float
-    val_perplexity: float | None
-    tokens_per_sec: float
-    seconds: float  # training wall time of the epoch (validation not included)
-    sample: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "train_perplexity": self.train_perplexity,
-            "val_perplexity": self.val_perplexity,
-            "tokens_per_sec": self.tokens_per_sec,
-            "seconds": self.seconds,
-        }
+class RunStopped(Exception):
+    """A run ended early; the message is the one line the command prints."""
 
 
-@dataclass
-class RunResult:
-    """What a run produced: per-epoch records, final figures, predictions, where files went."""
+class RunInterrupted(RunStopped):
+    """Asked to stop (SIGINT, SIGTERM): the last completed epoch is saved."""
 
-    config: RunConfig
-    run_dir: Path
-    device: str
-    history: list[EpochRecord] = field(default_factory=list)
-    predictions: dict[str, str] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-    params: Any = None  # the final parameters (NumPy)
 
-    @property
-    def final(self) -> EpochRecord:
-        return self.history[-1]
+class RunDiverged(RunStopped):
+    """The training perplexity became non-finite or exceeded the run's limit."""
 
-    def book_line(self) -> str:
-        """``perplexity 1.0, 71549.5 tokens/sec on cuda:0``: the last epoch, as the book."""
-        last = self.final
-        return (
-            f"perplexity {last.train_perplexity:.1f}, "
-            f"{last.tokens_per_sec:.1f} tokens/sec on {self.device}"
-        )
 
-    def report_lines(self) -> list[str]:
-        """The lines printed after training: the book's three, a note when the model still
-        repeats one character, then the held-out perplexity."""
-        lines = [self.book_line(), *(self.predictions[p] for p in PREFIXES)]
-        generated = self.predictions[PREFIXES[0]][len(PREFIXES[0]) :]
-        if len(set(generated)) == 1:
-            lines.append(
-                f"(the model still predicts only {generated[0]!r}, the most frequent character "
-                f"after {len(self.history)} epoch(s): a first look; the book trains "
-                f"{SECTIONS[self.config.section].num_epochs})"
-            )
-        if self.final.val_perplexity is not None:
-            lines.append(
-                f"validation perplexity {self.final.val_perplexity:.1f} "
-                f"(held-out last {self.config.val_fraction:.0%} of the text)"
-            )
-        return lines
+class RunWriteError(RunStopped):
+    """A file of the run could not be written (disk full, file too large)."""
+
+
+class _Stop(Exception):
+    """Raised from the loader between two minibatches when the run is asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -116,24 +79,52 @@ class Data:
         )
 
 
+class _Stoppable:
+    """A loader that raises :class:`_Stop` before handing out a minibatch once ``stop()``."""
+
+    def __init__(self, loader: SeqDataLoader, stop: Callable[[], bool]) -> None:
+        self.loader, self.stop = loader, stop
+        self.use_random_iter = loader.use_random_iter
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in self.loader:
+            if self.stop():
+                raise _Stop
+            yield batch
+
+
 def load_data(config: RunConfig) -> Data:
     """Training loader over the first ``max_tokens`` of the training part, validation corpus."""
+    data_flag = f"--data {config.data_path}" if config.data_path else "the corpus"
     try:
         corpus, vocab = load_corpus_time_machine(path=config.data_path)
-    except (OSError, RuntimeError) as err:  # CorpusUnavailableError, FileNotFoundError
+    except (OSError, RuntimeError, ValueError) as err:  # not found, unreadable, not a text
         raise ConfigError(str(err)) from None
     val = None
     if config.val_fraction > 0:
-        corpus, val = split_corpus(corpus, config.val_fraction)
+        try:
+            corpus, val = split_corpus(corpus, config.val_fraction)
+        except ValueError:
+            raise ConfigError(
+                f"{data_flag} has {len(corpus):,} tokens: too few to hold out "
+                f"--val-fraction {config.val_fraction}; use a longer text or --val-fraction 0"
+            ) from None
     train = corpus[: config.max_tokens] if config.max_tokens > 0 else corpus
-    try:
-        loader = SeqDataLoader(
-            train, config.batch_size, config.num_steps, config.loader_random, config.seed
-        )
-        if val is not None:  # fail now, not after the first epoch
-            SeqDataLoader(val, config.batch_size, config.num_steps, False, config.seed)
-    except ValueError as err:
-        raise ConfigError(f"--batch-size/--num-steps/--max-tokens/--val-fraction: {err}") from None
+    for part, tokens, random in (("training", train, config.loader_random), ("validation", val,
+                                                                             False)):  # fmt: skip
+        needed = min_corpus_length(config.batch_size, config.num_steps, random)
+        if tokens is not None and len(tokens) < needed:
+            held = f", the last {config.val_fraction:.0%} held out" if config.val_fraction else ""
+            raise ConfigError(
+                f"the {part} part of {data_flag} has {len(tokens):,} tokens (the text has "
+                f"{len(corpus) + (0 if val is None else len(val)):,}{held}); one minibatch of "
+                f"--batch-size {config.batch_size} x --num-steps {config.num_steps} needs "
+                f"{needed:,}: use a longer text, smaller sizes, --max-tokens -1 or "
+                f"--val-fraction 0"
+            )
+    loader = SeqDataLoader(
+        train, config.batch_size, config.num_steps, config.loader_random, config.seed
+    )
     return Data(loader, val, vocab)
 
 
@@ -151,127 +142,246 @@ def title(config: RunConfig) -> str:
     )
 
 
-def start(config: RunConfig) -> tuple[Backend, Data]:
-    """Every check that needs no training: settings, implementation, corpus, run directory.
+def memory_needed(config: RunConfig, vocab_size: int, members: int = 1) -> float:
+    """A generous estimate of a run's memory in bytes: parameters, gradients and copies, and the
+    activations of one minibatch (gates, caches and their gradients, logits)."""
+    H, L, G = (
+        config.num_hiddens,
+        config.num_layers,
+        {"rnn": 1, "gru": 3, "lstm": 4}.get(config.kind, 4),
+    )
+    params = L * G * (H * (vocab_size + H) + H * (H + H + 1)) + H * vocab_size + vocab_size
+    steps = config.batch_size * config.num_steps
+    activations = steps * (6 * L * G * H + 3 * vocab_size)
+    return 8.0 * members * (6 * params + 2 * activations)  # float64 at worst
 
-    Raises :class:`ConfigError` (or its subclass ``ImplUnavailableError``) before anything is
-    written, except the run directory itself.
-    """
+
+def available_memory() -> float:
+    """Bytes of memory available now (Linux's MemAvailable; the physical size elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(config: RunConfig, vocab_size: int, members: int = 1) -> None:
+    needed, available = memory_needed(config, vocab_size, members), available_memory()
+    if needed > 0.8 * available:
+        raise ConfigError(
+            f"this run needs about {needed / 2**30:,.1f} GiB of memory (--hidden "
+            f"{config.num_hiddens}, --layers {config.num_layers}, --batch-size "
+            f"{config.batch_size}), but {available / 2**30:,.1f} GiB are available: lower them"
+        )
+
+
+def start(config: RunConfig, resume: bool = False) -> tuple[Backend, Data]:
+    """Every check that needs no training: settings, implementation, run directory, corpus,
+    memory. Raises :class:`ConfigError` (or its subclass ``ImplUnavailableError``) before
+    anything is written."""
     validate(config)
+    if not resume:
+        rundir.check_run_dir(config.out, config.overwrite)
     backend = make_backend(config)
-    rundir.check_run_dir(config.out, config.overwrite)
     data = load_data(config)
+    check_memory(config, len(data.vocab))
     return backend, data
+
+
+def resume_config(path: str | Path, section: str, given: dict[str, Any]) -> RunConfig:
+    """The config of the run saved in ``path``, with the changes ``--resume`` allows.
+
+    Args:
+        path: the run directory.
+        section: the section of the command (it must be the run's).
+        given: the settings set on the command line (None: not given).
+
+    Raises:
+        ConfigError: no readable checkpoint, another section, a flag that conflicts.
+    """
+    path = Path(path)
+    file = path / rundir.CHECKPOINT
+    if not file.is_file():
+        raise ConfigError(f"--resume {path}: no {rundir.CHECKPOINT} there: nothing to resume")
+    try:
+        ckpt = load_checkpoint(file)
+        saved = RunConfig.from_dict(ckpt.config)
+    except (CheckpointError, TypeError, AttributeError) as err:
+        raise ConfigError(f"--resume {path}: {err}") from None
+    if saved.section != section:
+        raise ConfigError(
+            f"--resume {path} is a {saved.section} run: resume it with "
+            f"python -m experiments.{saved.section} --resume {path}"
+        )
+    for name, value in given.items():
+        if value is None or name in RESUMABLE or name in ("out", "command", "overwrite"):
+            continue
+        if getattr(saved, name) != value:
+            raise ConfigError(
+                f"--resume {path}: {name} {value!r} conflicts with the run's {name} "
+                f"{getattr(saved, name)!r}; a resumed run keeps its settings (only --epochs, "
+                f"--device and --checkpoint-every may change): drop the flag"
+            )
+    changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
+    total = changes.get("num_epochs", saved.num_epochs)
+    if ckpt.epoch >= total:
+        raise ConfigError(
+            f"--resume {path}: the run has done {ckpt.epoch} of its {total} epochs: nothing to "
+            f"resume; pass --epochs N with N > {ckpt.epoch} to train it further"
+        )
+    resumed_at = (*saved.resumed_at, ckpt.epoch)
+    return replace(saved, out=str(path), overwrite=False, resumed_at=resumed_at, **changes)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the checkpoint of the last completed epoch holds (the training loader's generator
+    state is the one the next epoch starts from)."""
+
+    epoch: int
+    params: Any
+    rng_state: Any
+    history: list[EpochRecord]
+
+
+def _write_checkpoint(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: Any,
+                      saved: _Snapshot) -> None:  # fmt: skip
+    save_checkpoint(run.file(rundir.CHECKPOINT), spec, saved.params, vocab,
+                    config=config.to_dict(), epoch=saved.epoch,
+                    history=[r.to_dict() for r in saved.history],
+                    rng_state=saved.rng_state)  # fmt: skip
 
 
 def run_experiment(
     config: RunConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     checked: tuple[Backend, Data] | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Train ``config``'s model from ``init_params(spec, config.seed)`` and write its run directory.
+    """Train ``config``'s model from ``init_params(spec, config.seed)`` (or, with ``resume``,
+    from the checkpoint in ``config.out``) and write its run directory.
 
     Args:
         config: the run's settings.
         on_epoch: called after every epoch with its record (the CLI prints and ticks from it).
         checked: what :func:`start` returned, when the caller already ran it.
+        stop: polled between minibatches; True ends the run with :class:`RunInterrupted`.
+        resume: continue the run saved in ``config.out`` (see :func:`resume_config`).
 
     Returns:
         The :class:`RunResult`; the same figures are in the run directory's files.
+
+    Raises:
+        RunInterrupted, RunDiverged, RunWriteError: the run ended early (module docstring).
     """
-    backend, data = checked if checked is not None else start(config)
-    out = rundir.prepare_run_dir(config.out, config.overwrite)
+    backend, data = checked if checked is not None else start(config, resume)
     spec = model_spec(config, len(data.vocab))
-    model = backend.prepare(spec, init_params(spec, config.seed, np.float32))
-    result = RunResult(config, out, backend.device)
+    if resume:
+        run = rundir.RunDir(config.out, staged=False)
+        ckpt = load_checkpoint(run.file(rundir.CHECKPOINT), spec=spec, vocab=data.vocab)
+        params, history = ckpt.params, [EpochRecord.from_dict(h) for h in ckpt.history]
+        data.train.rng.bit_generator.state = ckpt.rng_state
+    else:
+        run = rundir.RunDir.create(config.out, config.overwrite)
+        params, history = init_params(spec, config.seed, np.float32), []
+    result = RunResult(config, run.path, backend.device, history)
     described = backend.describe()
-    rundir.write_json(out / rundir.CONFIG, {**config.to_dict(), "spec": spec.to_dict()})
-    started = time.perf_counter()
-    for epoch in range(1, config.num_epochs + 1):
-        model, stats = backend.train_epoch(
-            model, data.train, config.lr, config.theta, config.use_random_iter
-        )
-        val_loader = data.val_loader(config)
-        val = None if val_loader is None else backend.evaluate(model, val_loader)
-        sample = None
-        if epoch % config.predict_every == 0:
-            sample = backend.predict(model, PREFIXES[0], config.num_preds, data.vocab)
-        record = EpochRecord(
-            epoch, stats.perplexity, val, stats.tokens_per_sec, stats.seconds, sample
-        )
-        result.history.append(record)
-        rundir.write_jsonl(out / rundir.METRICS, (r.to_dict() for r in result.history))
-        if not math.isfinite(stats.perplexity):
-            raise FloatingPointError(
-                f"epoch {epoch}: the training perplexity is {stats.perplexity}; the run "
-                f"diverged. Lower --lr (now {config.lr:g}) or --theta (now {config.theta:g})."
-            )
-        if sample is not None:
-            plot_perplexity([r.to_dict() for r in result.history], out / rundir.PLOT, title(config))
-        if on_epoch is not None:
-            on_epoch(record)
-    seconds_total = time.perf_counter() - started
-    result.predictions = {
-        p: backend.predict(model, p, config.num_preds, data.vocab) for p in PREFIXES
-    }
-    result.params = backend.to_numpy(model)
-    plot_perplexity([r.to_dict() for r in result.history], out / rundir.PLOT, title(config))
-    write_checkpoint(out / rundir.CHECKPOINT, spec, result, data)
-    result.summary = summarize(result, described, seconds_total)
-    rundir.write_json(out / rundir.SUMMARY, result.summary)
+    limit = config.divergence_limit(spec.vocab_size)
+    loader = _Stoppable(data.train, stop or (lambda: False))
+    saved = _Snapshot(len(history), params, data.train.rng.bit_generator.state, list(history))
+    saved_epoch = len(history) if resume else -1  # -1: nothing on disk yet
+    try:
+        model = backend.prepare(spec, params)
+        rundir.write_json(run.file(rundir.CONFIG), {"format": rundir.RUN_FORMAT,
+                          **config.to_dict(), "spec": spec.to_dict()})  # fmt: skip
+        rundir.write_jsonl(run.file(rundir.METRICS), (r.to_dict() for r in history))
+        started = time.perf_counter()
+        for epoch in range(len(history) + 1, config.num_epochs + 1):
+            try:
+                model, stats = backend.train_epoch(
+                    model, loader, config.lr, config.theta, config.use_random_iter
+                )
+            except _Stop:
+                raise _interrupted(run, spec, config, data.vocab, saved, saved_epoch,
+                                   epoch) from None  # fmt: skip
+            val_loader = data.val_loader(config)
+            val = None if val_loader is None else backend.evaluate(model, val_loader)
+            sample = None
+            if epoch % config.predict_every == 0:
+                sample = backend.predict(model, PREFIXES[0], config.num_preds, data.vocab)
+            ppl = stats.perplexity
+            diverged = not math.isfinite(ppl) or ppl > limit
+            record = EpochRecord(epoch, ppl, val, stats.tokens_per_sec, stats.seconds, sample,
+                                 diverged)  # fmt: skip
+            history.append(record)
+            rundir.write_jsonl(run.file(rundir.METRICS), (r.to_dict() for r in history))
+            if diverged:
+                raise _diverged(run, config, saved_epoch, epoch, ppl, limit) from None
+            rng_state = data.train.rng.bit_generator.state
+            saved = _Snapshot(epoch, backend.to_numpy(model), rng_state, list(history))
+            if epoch == 1 or epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
+                _write_checkpoint(run, spec, config, data.vocab, saved)
+                saved_epoch = epoch
+                run.promote()
+            if sample is not None:
+                plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT),
+                                title(config))  # fmt: skip
+            if on_epoch is not None:
+                on_epoch(record)
+        seconds_total = time.perf_counter() - started
+        result.predictions = {
+            p: backend.predict(model, p, config.num_preds, data.vocab) for p in PREFIXES
+        }
+        result.params = backend.to_numpy(model)
+        plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT), title(config))
+        result.summary = summarize(result, described, seconds_total)
+        rundir.write_json(run.file(rundir.SUMMARY), result.summary)
+    except OSError as err:
+        where = f" (epoch {saved_epoch} is saved in {run.path / rundir.CHECKPOINT})"
+        raise RunWriteError(
+            f"could not write the run's files in {run.path}: {err.strerror or err}"
+            f"{where if saved_epoch > 0 else ''}"
+        ) from None
     return result
 
 
-def write_checkpoint(path: Path, spec: ModelSpec, result: RunResult, data: Data) -> None:
-    """The final parameters in numpy_ref's checkpoint format (loadable by every impl).
-
-    The metadata holds the run's config, its per-epoch records and the training loader's
-    generator state (what the next epoch's offset would be drawn from).
-    """
-    save_checkpoint(
-        path,
-        spec,
-        result.params,
-        data.vocab,
-        config=result.config.to_dict(),
-        epoch=len(result.history),
-        history=[r.to_dict() for r in result.history],
-        rng_state=data.train.rng.bit_generator.state,
+def _interrupted(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: Any,
+                 saved: _Snapshot, saved_epoch: int, epoch: int) -> RunInterrupted:  # fmt: skip
+    """Save the last completed epoch (unless on disk already) and word the message."""
+    done = saved.epoch
+    if done == 0:
+        kept = "the earlier result there is kept" if run.staged else "nothing was saved"
+        run.discard()
+        return RunInterrupted(f"interrupted during epoch {epoch}, before any epoch was "
+                              f"complete: {kept}")  # fmt: skip
+    if done > saved_epoch:
+        _write_checkpoint(run, spec, config, vocab, saved)
+        run.promote()
+    return RunInterrupted(
+        f"interrupted during epoch {epoch} of {config.num_epochs}: epoch {done} is saved in "
+        f"{run.path / rundir.CHECKPOINT}; resume with: python -m experiments.{config.section} "
+        f"--resume {run.path}"
     )
 
 
-def _versions() -> dict[str, str]:
-    import matplotlib
-
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "matplotlib": matplotlib.__version__}  # fmt: skip
-
-
-def summarize(result: RunResult, described: dict[str, Any], seconds_total: float) -> dict[str, Any]:
-    """``summary.json``: final figures, the book's lines, machine, versions, date, command."""
-    config, last = result.config, result.final
-    speeds = [r.tokens_per_sec for r in result.history]
-    section = SECTIONS[config.section]
-    return {
-        "section": config.section,
-        "book_section": section.book,
-        "title": section.title,
-        "impl": config.impl,
-        "iter": config.iter,
-        "epochs": len(result.history),
-        "train_perplexity": last.train_perplexity,
-        "val_perplexity": last.val_perplexity,
-        "tokens_per_sec": last.tokens_per_sec,
-        "tokens_per_sec_median": float(np.median(speeds)),
-        "seconds_total": seconds_total,
-        "book_line": result.book_line(),
-        "predictions": result.predictions,
-        "device": result.device,
-        "machine": described["machine"],
-        "platform": platform.platform(),
-        "versions": {**_versions(), **described["versions"]},
-        "torch_model": described.get("torch_model"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": config.command or " ".join(sys.argv),
-        "checkpoint": rundir.CHECKPOINT,
-    }
+def _diverged(run: rundir.RunDir, config: RunConfig, saved_epoch: int, epoch: int, ppl: float,
+              limit: float) -> RunDiverged:  # fmt: skip
+    if saved_epoch > 0:
+        kept = f"the last good checkpoint (epoch {saved_epoch}) is kept in {run.path}"
+    elif run.staged:
+        run.discard()
+        kept = f"the earlier result in {run.path} is kept"
+    else:
+        kept = f"no epoch was saved; {rundir.METRICS} in {run.path} records the divergence"
+    why = "" if config.max_perplexity is not None else " (4 x the vocabulary size)"
+    return RunDiverged(
+        f"epoch {epoch} diverged: the training perplexity is {ppl:.4g}, above "
+        f"--max-perplexity {limit:g}{why}; {kept}. Lower --lr (now {config.lr:g}) or --theta "
+        f"(now {config.theta:g})."
+    )

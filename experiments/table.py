@@ -13,13 +13,14 @@ the first epoch's compilation and to a busy machine).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments.config import IMPLS, ITERS, SECTIONS
-from experiments.rundir import METRICS, SUMMARY
+from experiments.rundir import METRICS, SUMMARY, read_metrics
 
 COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "best val ppl (epoch)",
            "tokens/s (median)",
@@ -48,24 +49,33 @@ def load_summary(path: Path) -> dict[str, Any]:
             summary = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} cannot be read as JSON ({err}); rerun that experiment") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} is not a run summary (not a JSON object)")
     missing = [
         k for k in ("section", "impl", "iter", "epochs", "train_perplexity") if k not in summary
     ]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a run summary")
-    summary["best_val"] = best_validation(path.parent / METRICS)
+    try:
+        summary["best_val"] = best_validation(path.parent / METRICS)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{err}; rerun that experiment or delete the folder") from None
     return summary
 
 
 def best_validation(metrics: Path) -> tuple[float, int] | None:
-    """The lowest validation perplexity in a ``metrics.jsonl`` and its epoch, if any."""
+    """The lowest finite validation perplexity in a ``metrics.jsonl`` and its epoch, if any.
+
+    Raises:
+        ValueError: the file is damaged (named, with the line).
+    """
     if not metrics.is_file():
         return None
     best = None
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line) if line.strip() else {}
+    for record in read_metrics(metrics):
         val = record.get("val_perplexity")
-        if val is not None and (best is None or val < best[0]):
+        val = None if val is None else float(val)  # "inf", "nan": strings (strict JSON)
+        if val is not None and math.isfinite(val) and (best is None or val < best[0]):
             best = (val, record["epoch"])
     return best
 
@@ -82,7 +92,7 @@ def _order(summary: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _number(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return "-" if value is None else format(float(value), spec)
 
 
 def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
@@ -124,16 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: no {SUMMARY} in {' '.join(args)}: run an experiment first",
               file=sys.stderr)  # fmt: skip
         return 2
-    try:
-        summaries = [load_summary(p) for p in found]
-    except ValueError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    print(markdown_table(summaries))
+    summaries, damaged = [], []
+    for path in found:
+        try:
+            summaries.append(load_summary(path))
+        except ValueError as err:
+            damaged.append(str(err))
+    if summaries:
+        print(markdown_table(summaries))
+    for message in damaged:
+        print(f"{prog}: skipped a damaged run: {message}", file=sys.stderr)
     if empty:
         print(f"{prog}: skipped {len(empty)} path(s) without {SUMMARY}: "
               f"{' '.join(map(str, empty))}", file=sys.stderr)  # fmt: skip
-    return 0
+    return 2 if damaged else 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from numpy_ref.atomic import atomic_write
+from numpy_ref.checks import is_int
 from numpy_ref.loops import EpochStats
 from numpy_ref.spec import (
     ModelSpec,
@@ -141,6 +142,11 @@ def save_checkpoint(
 
 def _read_archive(path: Path) -> dict[str, np.ndarray]:
     """Every array of the ``.npz``, read now (a damaged member fails here, not later)."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or damaged?): it is not a complete "
+            f".npz archive. Load a checkpoint.npz written by rnn-lm, or re-save it."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
@@ -209,10 +215,18 @@ def load_checkpoint(
     try:
         file_spec = ModelSpec.from_dict(metadata["spec"])
         file_vocab = Vocab.from_dict(metadata["vocab"])
+        check_vocab_size(file_spec, file_vocab)
+        epoch = metadata.get("epoch", 0)
+        if not is_int(epoch, 0):
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        history = metadata.get("history", [])
+        if not isinstance(history, list) or len(history) > epoch:
+            raise ValueError(f"history must be a list of at most {epoch} epochs")
+        rng_state = metadata.get("rng_state")
+        if rng_state is not None:
+            np.random.default_rng().bit_generator.state = rng_state  # a state numpy accepts
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: the spec or vocabulary in the metadata is damaged ({err}); re-save it"
-        ) from err
+        raise CheckpointError(f"{path}: the metadata is damaged ({err}); re-save it") from err
     if spec is not None and spec != file_spec:
         raise CheckpointError(
             f"{path} holds a model with another spec ({_spec_diff(file_spec, spec)}); "
@@ -233,7 +247,7 @@ def load_checkpoint(
         params=params,
         vocab=file_vocab,
         config=metadata.get("config"),
-        epoch=int(metadata.get("epoch", 0)),
-        history=_history_from_json(metadata.get("history", [])),
-        rng_state=metadata.get("rng_state"),
+        epoch=int(epoch),
+        history=_history_from_json(history),
+        rng_state=rng_state,
     )

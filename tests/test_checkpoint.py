@@ -202,3 +202,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_random_bytes_are_not_a_checkpoint_and_no_pickle_is_suggested(tmp_path: Path) -> None:
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(CheckpointError, match="not a complete .npz archive") as info:
+        load_checkpoint(path)
+    assert "pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epoch", "seven", "epoch must be an integer >= 0, got 'seven'"),
+        ("epoch", -1, "epoch must be an integer >= 0"),
+        ("history", {"a": 1}, "history must be a list"),
+        ("history", [{}] * 9, "history must be a list of at most 3 epochs"),
+        ("rng_state", {"bit_generator": "nope"}, "metadata is damaged"),
+        ("spec", {"kind": "rnn"}, "metadata is damaged"),
+    ],
+)
+def test_every_damaged_metadata_field_is_a_checkpoint_error(tmp_path, field, value, message):
+    path, _, _ = saved(tmp_path, epoch=3)
+    rewrite_metadata(path, lambda m, a: m.update({field: value}))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_vocabulary_that_does_not_fit_the_spec_is_a_checkpoint_error(tmp_path: Path) -> None:
+    path, _, _ = saved(tmp_path)
+    rewrite_metadata(path, lambda m, a: m.update(vocab=Vocab(list("abc")).to_dict()))
+    with pytest.raises(CheckpointError, match="vocabulary has 4 tokens but the model's vocab_size"):
+        load_checkpoint(path)

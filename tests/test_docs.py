@@ -5,7 +5,8 @@
   ``rnn_jax``, as its first line offers.
 - Command lines — the lines of ``sh`` blocks and every inline ``python -m experiments...`` — run
   in-process through their module's ``main(argv)``, with the reductions the pages announce
-  (``REDUCED``) appended (argparse keeps the last value of a flag).
+  (``REDUCED``) appended (argparse keeps the last value of a flag). A ``--resume DIR`` line
+  resumes a run of one epoch (made first if DIR is missing) by one epoch.
 - ``make`` targets are read with ``make -n`` and the Python commands they run are run the same
   way; ``make test`` is this suite, so it is only checked to run pytest.
 
@@ -75,7 +76,17 @@ def run_python_command(argv: list[str], capsys) -> None:
     needs_torch |= name == "compare" and "--impls" not in args
     if needs_torch and not HAS_TORCH:
         pytest.skip("PyTorch is an optional extra: pip install -e '.[dev,torch]'")
-    code = importlib.import_module(f"experiments.{name}").main([*args, *REDUCED[name]])
+    main = importlib.import_module(f"experiments.{name}").main
+    reduced = REDUCED[name]
+    if "--resume" in args:  # a run of one epoch to resume (made here if missing), one epoch on
+        run = Path(args[args.index("--resume") + 1])
+        if not run.exists():
+            assert main([*RUN, "--out", str(run)]) == 0
+        from numpy_ref.checkpoint import load_checkpoint
+
+        done = load_checkpoint(run / "checkpoint.npz").epoch
+        reduced = [*RUN[2:-1], "--epochs", str(done + 1)]  # the run's sizes, one more epoch
+    code = main([*args, *reduced])
     captured = capsys.readouterr()
     assert code == 0, f"{shlex.join(argv)} exited {code}: {captured.err}"
 
@@ -133,6 +144,7 @@ def test_the_pages_announce_the_reductions_the_tests_apply() -> None:
         assert "--epochs 1 --hidden 8 --max-tokens 2000" in text, page
     readme = " ".join(PAGES["README.md"].read_text(encoding="utf-8").split())
     assert "the tests run 2 epochs" in readme
+    assert "the tests resume a run of one epoch by one epoch" in readme
     assert "the tests run it with `--configs rnn --repeats 2 --warmup 0`" in readme
     assert "Python block with `num_epochs=1`" in " ".join(
         PAGES["experiments/README.md"].read_text(encoding="utf-8").split()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import experiments
-from experiments import cli, compare, table
+from experiments import cli, compare, flags, table
 from experiments.config import ConfigError, section_config
 from experiments.rundir import CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY
 from numpy_ref.spec import flatten_params
@@ -110,17 +110,29 @@ def test_existing_run_directory_needs_overwrite(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    out.mkdir()
-    (out / METRICS).write_text("an earlier run\n")
+    assert run_cli(capsys, "rnn_concise", *TINY, "--out", str(out))[0] == 0
     (out / "notes.txt").write_text("mine")
+    before = (out / METRICS).read_text()
     code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out))
-    assert_one_error_line(code, err, str(out), "--overwrite")
-    assert (out / METRICS).read_text() == "an earlier run\n"
+    assert_one_error_line(code, err, str(out), "--overwrite", "--resume")
+    assert (out / METRICS).read_text() == before
 
-    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out), "--overwrite")
+    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out), "--overwrite",
+                           "--seed", "3")  # fmt: skip
     assert code == 0, err
-    assert len((out / METRICS).read_text().splitlines()) == 2
+    assert (out / METRICS).read_text() != before and len((out / METRICS).read_text().split()) > 1
     assert (out / "notes.txt").read_text() == "mine"  # only run files are replaced
+    assert not (out / ".incoming").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text('{"my": "settings"}')
+    (tmp_path / "summary.json").write_text("{}")
+    code, _, err = run_cli(capsys, "gru", *TINY, "--out", str(tmp_path), "--overwrite")
+    assert_one_error_line(code, err, "not a run directory of rnn-lm")
+    assert (tmp_path / "config.json").read_text() == '{"my": "settings"}'
 
 
 def test_concise_torch_model_refuses_the_books_gru(
@@ -151,17 +163,23 @@ def test_the_entry_point_exits_2_with_one_line() -> None:
     ]
 
 
-def test_a_diverging_run_stops_with_one_line_and_keeps_its_metrics(
+def test_a_diverging_run_stops_with_exit_3_and_records_the_epoch(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--lr", "1e30", "--out", str(tmp_path))
-    assert code == 1
-    assert err.splitlines() == [
-        "experiments.rnn_concise: epoch 2: the training perplexity is inf; the run diverged. "
-        "Lower --lr (now 1e+30) or --theta (now 1)."
-    ]
-    records = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
-    assert [r["train_perplexity"] is None for r in records] == [False, True]  # strict JSON
+    assert code == 3
+    (line,) = err.splitlines()
+    assert line == (
+        "experiments.rnn_concise: epoch 2 diverged: the training perplexity is inf, above "
+        "--max-perplexity 112 (4 x the vocabulary size); the last good checkpoint (epoch 1) is "
+        f"kept in {tmp_path}. Lower --lr (now 1e+30) or --theta (now 1)."
+    )
+    first, second = [json.loads(line) for line in (tmp_path / METRICS).read_text().splitlines()]
+    assert "diverged" not in first and second["diverged"] is True
+    assert second["train_perplexity"] == "inf"  # strict JSON; null means "not measured"
+    from numpy_ref.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / CHECKPOINT).epoch == 1
 
 
 def test_the_numpy_impl_needs_neither_jax_nor_torch(tmp_path: Path) -> None:
@@ -209,20 +227,25 @@ def test_sections_carry_the_books_settings() -> None:
     assert section_config("gru", gru_reset="after").torch_model == "concise"
 
 
+def configs_of(section: str, argv: list[str]) -> list:
+    args = flags.build_parser(section).parse_args(argv)
+    return flags.configs_from_args(section, args, "a command")[0]
+
+
 def test_rnn_scratch_runs_both_iterations_by_default() -> None:
-    configs = cli.configs_from_args("rnn_scratch", ["--impl", "jax"])
+    configs = configs_of("rnn_scratch", ["--impl", "jax"])
     assert [(c.iter, c.out) for c in configs] == [
         ("seq", "runs/rnn_scratch-seq-jax"),
         ("random", "runs/rnn_scratch-random-jax"),
     ]
     assert [c.use_random_iter for c in configs] == [False, True]
-    configs = cli.configs_from_args("rnn_scratch", ["--out", "x", "--quick"])
+    configs = configs_of("rnn_scratch", ["--out", "x", "--quick"])
     assert [(c.out, c.num_epochs) for c in configs] == [("x/seq", 10), ("x/random", 10)]
-    (book,) = cli.configs_from_args("rnn_scratch", ["--iter", "book-random"])
+    (book,) = configs_of("rnn_scratch", ["--iter", "book-random"])
     assert (book.use_random_iter, book.loader_random) == (True, False)
-    (gru,) = cli.configs_from_args("gru", ["--impl", "torch"])
+    (gru,) = configs_of("gru", ["--impl", "torch"])
     assert gru.out == "runs/gru-torch"
-    configs = cli.configs_from_args("gru", ["--iter", "both"])
+    configs = configs_of("gru", ["--iter", "both"])
     assert [c.out for c in configs] == ["runs/gru-seq-numpy", "runs/gru-random-numpy"]
 
 

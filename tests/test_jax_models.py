@@ -96,6 +96,9 @@ def test_bad_options_are_named():
         rnn_jax.make_train_step(spec, 1.0, 1.0, "backprop")
     with pytest.raises(ValueError, match="theta"):
         rnn_jax.make_train_step(spec, 1.0, 0.0)
+    for lr in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            rnn_jax.make_train_step(spec, lr, 1.0)
     params = rnn_jax.to_jax(init_params(spec, 0), "cpu")
     with pytest.raises(ValueError, match="grad_mode"):
         rnn_jax.loss_and_grads(spec, params, np.zeros((1, 1), int), np.zeros((1, 1), int),

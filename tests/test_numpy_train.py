@@ -227,3 +227,14 @@ def test_each_kind_learns_a_repeated_word_and_continues_it(kind, reset) -> None:
     assert history[-1].perplexity < 1.1
     assert predict("he", 15, spec, params, vocab) == "hello hello hello"
     assert predict("hel", 8, spec, params, vocab) == "hello hello"
+
+
+@pytest.mark.parametrize("lr", [float("nan"), -1.0, 0.0, float("inf")])
+def test_train_rejects_a_learning_rate_that_is_not_a_finite_positive_number(lr) -> None:
+    corpus, vocab = periodic_corpus()
+    spec = ModelSpec("rnn", len(vocab), 4)
+    loader = SeqDataLoader(corpus, 2, 3)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        train(spec, init_params(spec), loader, vocab, lr, 1.0, 1, False)
+    with pytest.raises(ValueError, match="theta must be a finite number > 0"):
+        train_epoch(spec, init_params(spec), loader, 1.0, lr, False)

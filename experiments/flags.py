@@ -1,0 +1,201 @@
+"""The flags of the experiment scripts, parsed into :class:`RunConfig` objects.
+
+Every value is checked when it is parsed (a wrong one ends the command with one line naming the
+flag, :class:`Parser`), and again as a whole by :func:`experiments.config.validate`. Flags left
+out are None, so that the section's defaults apply, and so that ``--resume`` can tell a flag given
+on the command line (which must agree with the run's saved setting) from one left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from experiments.config import (
+    IMPLS,
+    ITERS,
+    QUICK_EPOCHS,
+    SECTIONS,
+    TORCH_MODELS,
+    ConfigError,
+    RunConfig,
+    default_run_dir,
+    section_config,
+)
+from numpy_ref.checks import is_int, is_positive
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions (one line, printed by :func:`main`)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _parsed(convert: Any, ok: Any, what: str) -> Any:
+    """An argparse ``type``: ``convert(text)``, refused unless ``ok(value)``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE = _parsed(int, is_int, "an integer >= 1")
+NON_NEGATIVE = _parsed(int, lambda v: is_int(v, 0), "an integer >= 0")
+POSITIVE_NUMBER = _parsed(float, is_positive, "a finite number > 0")
+FRACTION = _parsed(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+MAX_TOKENS = _parsed(int, lambda v: v >= 1 or v == -1, "an integer >= 1 or -1 (all)")
+
+
+def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
+    """The flags of one configuration (shared by the section scripts and ``compare``)."""
+    s = SECTIONS[section] if section else None
+    book = f"the book's: {s.num_hiddens}" if s else "the section's"
+    parser.add_argument("--epochs", type=POSITIVE, help="epochs (default 500, --quick 10)")
+    parser.add_argument("--lr", type=POSITIVE_NUMBER, help="learning rate (default the book's)")
+    parser.add_argument("--hidden", type=POSITIVE, help=f"hidden units H (default {book})")
+    parser.add_argument("--layers", type=POSITIVE, help="recurrent layers L")
+    parser.add_argument(
+        "--seed",
+        type=NON_NEGATIVE,
+        help="seed of the initial weights and of every minibatch (default 0)",
+    )
+    parser.add_argument("--device", help="cpu, gpu, cuda or cuda:N (default: first GPU, else CPU)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a first look: {QUICK_EPOCHS} epochs unless --epochs says otherwise",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in an existing run directory (kept until the new run's first "
+        "checkpoint)",
+    )
+    parser.add_argument("--checkpoint-every", type=POSITIVE, metavar="N",
+                        help="epochs between checkpoints (default 10; also after epoch 1 and the "
+                             "last)")  # fmt: skip
+    parser.add_argument("--max-perplexity", type=POSITIVE_NUMBER, metavar="P",
+                        help="stop as diverged when the training perplexity exceeds P (default "
+                             "4 x the vocabulary size)")  # fmt: skip
+    parser.add_argument("--theta", type=POSITIVE_NUMBER, help="gradient clipping (default 1)")
+    parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
+    parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
+    parser.add_argument(
+        "--max-tokens",
+        type=MAX_TOKENS,
+        help="training tokens from the start of the text (default 10000, -1 all)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=FRACTION,
+        help="held-out end of the text (default 0.1; 0 turns validation off)",
+    )
+    parser.add_argument(
+        "--torch-model",
+        choices=TORCH_MODELS,
+        help="for --impl torch: the book's scratch model in PyTorch, or "
+        "nn.RNN/GRU/LSTM (default: concise, scratch for 8.5 and the book's GRU)",
+    )
+    parser.add_argument(
+        "--data", help="the corpus file (default: $RNN_LM_DATA_DIR, cache, download)"
+    )
+    if section is None or SECTIONS[section].kind == "gru":
+        parser.add_argument("--gru-reset", choices=("before", "after"),
+                            help="GRU reset gate before (the book) or after (PyTorch) the "
+                                 "recurrent product (default before)")  # fmt: skip
+
+
+def build_parser(section: str) -> argparse.ArgumentParser:
+    s = SECTIONS[section]
+    iters = "both" if len(s.iters) > 1 else s.iters[0]
+    parser = Parser(
+        prog=f"python -m experiments.{section}",
+        description=f"d2l {s.book} {s.title}: {s.kind}, {s.num_layers} layer(s), "
+        f"{s.num_hiddens} hidden, lr {s.lr:g}, {s.num_epochs} epochs.",
+    )
+    parser.add_argument("--impl", choices=IMPLS, help="implementation (default numpy)")
+    parser.add_argument(
+        "--iter", choices=(*ITERS, "both"),
+        help=f"seq: sequential, state carried; random: random sampling, state reset; book-random: "
+        f"the book's 'random' run (sequential batches, state reset); both: seq then random "
+        f"(default {iters})",
+    )  # fmt: skip
+    parser.add_argument("--out", help="run directory (default runs/<section>[-<iter>]-<impl>; "
+                        "with --iter both, DIR/seq and DIR/random)")  # fmt: skip
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the run in DIR from its last checkpoint to --epochs in "
+                             "all (its other settings are kept)")  # fmt: skip
+    add_run_flags(parser, section)
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields a parsed command line sets (None: keep the section's default)."""
+    epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else None)
+    return {
+        "impl": getattr(args, "impl", None),
+        "num_epochs": epochs,
+        "lr": args.lr,
+        "num_hiddens": args.hidden,
+        "num_layers": args.layers,
+        "seed": args.seed,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "theta": args.theta,
+        "batch_size": args.batch_size,
+        "num_steps": args.num_steps,
+        "max_tokens": args.max_tokens,
+        "val_fraction": args.val_fraction,
+        "torch_model": args.torch_model,
+        "data_path": args.data,
+        "gru_reset": getattr(args, "gru_reset", None),
+        "checkpoint_every": args.checkpoint_every,
+        "max_perplexity": args.max_perplexity,
+    }
+
+
+def configs_from_args(
+    section: str, args: argparse.Namespace, command: str
+) -> tuple[list[RunConfig], bool]:
+    """The runs of one parsed command line (two for ``--iter both``), and whether they resume.
+
+    With ``--resume DIR`` the one run is DIR's, from its checkpoint (:func:`resume_config`).
+    """
+    from experiments.runner import resume_config  # (heavy imports: after the signal handlers)
+
+    base = overrides_from_args(args)
+    if args.resume is not None:
+        given = {**base, "iter": args.iter, "out": args.out}
+        if args.iter == "both":
+            raise ConfigError("--resume continues one run directory: drop --iter both")
+        return [resume_config(args.resume, section, given)], True
+    iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
+    iters = ("seq", "random") if iter_ == "both" else (iter_,)
+    base["command"] = command
+    impl = base["impl"] or "numpy"
+    configs = []
+    for name in iters:
+        out = args.out
+        if len(iters) > 1 and out is None:  # name each run's iteration
+            out = default_run_dir(section, name, impl, named=True)
+        elif len(iters) > 1:
+            out = str(Path(out) / name)
+        configs.append(section_config(section, iter=name, out=out, **base))
+    return configs, False
+
+
+def command_line(section: str, argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "-m", f"experiments.{section}", *args])
