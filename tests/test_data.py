@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import urllib.error
 from pathlib import Path
@@ -210,6 +211,21 @@ def test_vocab_lookup_unknowns_min_freq_and_reserved() -> None:
     assert vocab.to_tokens(np.array([1])) == ["<pad>"] and vocab.to_tokens(3) == "b"
     assert Vocab.from_dict(vocab.to_dict()) == vocab
     assert Vocab.from_dict(vocab.to_dict()).token_freqs == vocab.token_freqs
+
+
+@PROPERTY
+@given(
+    st.lists(st.sampled_from("abcdefg"), max_size=40),
+    st.integers(0, 4),
+    st.lists(st.sampled_from(["<pad>", "<bos>", "a", "b"]), unique=True, max_size=3),
+)
+def test_vocab_from_counts_is_the_vocab_of_the_tokens(tokens, min_freq, reserved_tokens) -> None:
+    counts = collections.Counter(tokens).items()  # first-seen order
+    from_counts = Vocab.from_counts(counts, min_freq, reserved_tokens)
+    from_tokens = Vocab(tokens, min_freq, reserved_tokens)
+    assert from_counts.idx_to_token == from_tokens.idx_to_token
+    assert from_counts.token_freqs == from_tokens.token_freqs
+    assert from_counts.token_to_idx == from_tokens.token_to_idx
 
 
 def test_vocab_refuses_unk_among_reserved_tokens() -> None:
