@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import re
+import string
 import urllib.error
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_ref import corpus as data
-from numpy_ref.corpus import CorpusUnavailableError, read_time_machine
+from numpy_ref.corpus import CorpusError, CorpusUnavailableError, read_time_machine
 from numpy_ref.data import (
     SeqDataLoader,
     load_corpus_time_machine,
@@ -34,7 +37,7 @@ PROPERTY = settings(max_examples=300, deadline=None)
 
 def test_char_corpus_has_the_books_size_and_vocabulary(corpus_env: Path) -> None:
     corpus, vocab = load_corpus_time_machine()
-    assert corpus.dtype == np.int64 and corpus.shape == (170_580,)
+    assert corpus.dtype == np.uint8 and corpus.shape == (170_580,)
     assert len(vocab) == 28
     assert vocab.idx_to_token[:5] == ["<unk>", " ", "e", "t", "a"]
     assert vocab.to_tokens(corpus[:13].tolist()) == list("the time mach")
@@ -42,7 +45,7 @@ def test_char_corpus_has_the_books_size_and_vocabulary(corpus_env: Path) -> None
 
 def test_word_corpus_has_the_books_size_and_vocabulary(corpus_env: Path) -> None:
     corpus, vocab = load_corpus_time_machine(token="word")
-    assert corpus.shape == (32_775,)
+    assert corpus.dtype == np.uint16 and corpus.shape == (32_775,)
     assert len(vocab) == 4_580
     assert vocab.idx_to_token[:5] == ["<unk>", "the", "i", "and", "of"]
 
@@ -70,6 +73,108 @@ def test_book_batches_per_epoch(corpus_env: Path) -> None:
     assert all(X.shape == (32, 35) for X in first)
 
 
+# --- the vectorised loader against the book's code ----------------------------------------------
+
+
+def book_corpus(path: Path, token: str) -> tuple[list[int], list[str], list[tuple[str, int]]]:
+    """The loader as it was (d2l 8.2): one Python str per token, Counter, a stable sort.
+
+    Returns the corpus as indices, ``idx_to_token`` and ``token_freqs``.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = [re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.splitlines()]
+    tokens = [line.split() for line in lines] if token == "word" else [list(x) for x in lines]
+    flat = [t for line in tokens for t in line]
+    token_freqs = sorted(collections.Counter(flat).items(), key=lambda x: x[1], reverse=True)
+    idx_to_token = ["<unk>"] + [t for t, _ in token_freqs]
+    token_to_idx = {t: i for i, t in enumerate(idx_to_token)}
+    return [token_to_idx[t] for t in flat], idx_to_token, token_freqs
+
+
+def assert_loads_like_the_book(path: Path, token: str) -> None:
+    expected, idx_to_token, token_freqs = book_corpus(path, token)
+    if not expected:  # a text without letters
+        with pytest.raises(CorpusError, match="holds no letters"):
+            load_corpus_time_machine(token=token, path=path)
+        return
+    corpus, vocab = load_corpus_time_machine(token=token, path=path)
+    np.testing.assert_array_equal(corpus, expected)
+    assert vocab.idx_to_token == idx_to_token
+    assert vocab.token_freqs == token_freqs
+    assert corpus.dtype == np.min_scalar_type(len(vocab) - 1)  # uint8 up to 256 tokens
+
+
+@pytest.mark.parametrize("token", ["char", "word"])
+def test_loader_gives_the_books_tokens_and_vocabulary(corpus_file: Path, token: str) -> None:
+    assert_loads_like_the_book(corpus_file, token)
+
+
+# Texts as words and the gaps between them, where the bytes are tricky: every line break of
+# str.splitlines (\x85, \u2028 and \u2029 are two and three bytes in UTF-8), characters whose bytes
+# look like parts of them (C2 A0, C3 85, E2 80 A6, E2 80 A7), NUL, punctuation, arbitrary Unicode;
+# words of any length (past the 12 letters of a packed key), and empty words, so gaps meet.
+LINE_BREAKS = ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+LOOKALIKES = ["\xa0", "\xc5", "\u2026", "\u2027", "\u202a", "\x80", "\xc2", "\xe2", "\ufeff"]
+SEPARATORS = [*LINE_BREAKS, *LOOKALIKES, "\x00", " ", "  ", ", ", "-", "'", "1"]
+WORDS = st.one_of(
+    st.text(string.ascii_letters, max_size=12),
+    st.text(string.ascii_letters, min_size=13, max_size=200),
+)
+GAPS = st.lists(
+    st.one_of(st.sampled_from(SEPARATORS), st.text(st.characters(codec="utf-8"), max_size=4)),
+    max_size=3,
+).map("".join)
+TEXTS = st.tuples(GAPS, st.lists(st.tuples(WORDS, GAPS), max_size=12)).map(
+    lambda t: t[0] + "".join(word + gap for word, gap in t[1])
+)
+CHUNK_SIZES = st.sampled_from([1, 2, 3, 7, 64, 1 << 20])  # bytes read at a time
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS, CHUNK_SIZES, st.sampled_from(["char", "word"]))
+def test_loader_matches_the_books_code_on_any_text(tmp_path_factory, text, chunk_bytes, token):
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_bytes(text.encode("utf-8"))
+    with mock.patch.object(data, "CHUNK_BYTES", chunk_bytes):
+        assert_loads_like_the_book(path, token)
+
+
+@pytest.mark.parametrize(
+    ("text", "chars"),
+    [
+        ("Ab, cd\n ef", "ab cdef"),  # a gap inside a line is a space; a line break is nothing
+        ("ab\r\ncd\x1cef", "abcdef"),
+        ("ab\x85cd\u2028ef\u2029gh", "abcdefgh"),  # the multi-byte line breaks
+        ("ab\xc5cd\u2026ef\u2027gh\xa0ij", "ab cd ef gh ij"),  # their lookalikes
+        ("ab\x00cd\tef", "ab cd ef"),
+        (" \n1 Ab\n ", "ab"),
+    ],
+)
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
+def test_line_breaks_join_letters_and_other_gaps_become_one_space(
+    tmp_path: Path, text: str, chars: str, chunk_bytes: int
+) -> None:
+    path = _write(tmp_path / "text.txt", text)
+    with mock.patch.object(data, "CHUNK_BYTES", chunk_bytes):
+        corpus, vocab = load_corpus_time_machine(path=path)
+        words, word_vocab = load_corpus_time_machine(token="word", path=path)
+    assert "".join(vocab.to_tokens(corpus)) == chars
+    assert word_vocab.to_tokens(words) == re.findall("[a-z]+", text.lower())
+
+
+def test_word_indices_take_the_smallest_dtype_that_holds_the_vocabulary(tmp_path: Path) -> None:
+    words = [a + b for a in string.ascii_lowercase for b in string.ascii_lowercase]  # 676
+    path = _write(tmp_path / "words.txt", " ".join(words[:255]) + "\n")  # <unk> + 255 words
+    assert load_corpus_time_machine(token="word", path=path)[0].dtype == np.uint8
+    path = _write(tmp_path / "words.txt", " ".join(words[:256]) + "\n")  # <unk> + 256 words
+    assert load_corpus_time_machine(token="word", path=path)[0].dtype == np.uint16
+
+
+def test_max_tokens_returns_a_copy_not_a_view_of_the_whole_text(corpus_env: Path) -> None:
+    short, _ = load_corpus_time_machine(max_tokens=100, token="word")
+    assert short.shape == (100,) and short.base is None
+
+
 # --- loading order and failure paths -----------------------------------------------------------
 
 
@@ -86,9 +191,9 @@ def no_corpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _write(path: Path, text: str) -> Path:
+def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(text.encode(encoding))
     return path
 
 
