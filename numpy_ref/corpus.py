@@ -1,5 +1,5 @@
 """Where the book's corpus comes from: an explicit path, ``$RNN_LM_DATA_DIR``, the cache, or a
-checked download; and the book's preprocessing of its lines (d2l 8.2).
+checked download; which files can be used; and the book's preprocessing of its lines (d2l 8.2).
 
 Lookup order: an explicit ``path`` (any UTF-8 text, used as it is) → ``$RNN_LM_DATA_DIR/
 timemachine.txt`` → ``~/.cache/rnn-lm/timemachine.txt`` (``$XDG_CACHE_HOME`` honoured) → a download
@@ -19,6 +19,7 @@ import codecs
 import hashlib
 import os
 import re
+import stat
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,13 +42,13 @@ class CorpusUnavailableError(RuntimeError):
 
 
 class CorpusError(ValueError):
-    """A corpus file that cannot be used (binary, not UTF-8, no letters); the message names the
-    file, the problem and the fix."""
+    """A corpus file that cannot be used (missing, a folder, empty, binary, not UTF-8, no letters,
+    too short); the message names the file, the problem and the fix."""
 
 
 def _manual_fix() -> str:
     return (
-        f"Download {DATA_URL} by hand (sha1 {DATA_SHA1}) and pass its path as path=..., "
+        f"Download {DATA_URL} by hand (sha1 {DATA_SHA1}) and pass its path as {USE_PATH}, "
         f"or set ${DATA_DIR_ENV} to the folder that holds {FILE_NAME}."
     )
 
@@ -72,7 +73,7 @@ def _check_sha1(path: Path) -> Path:
         raise CorpusUnavailableError(
             f"{path} has sha1 {actual}, but the book's {FILE_NAME} has {DATA_SHA1}: the file is "
             f"damaged or a different text. Delete or replace it. To train on another text on "
-            f"purpose, pass its path as path=... (no checksum is checked there)."
+            f"purpose, pass its path as {USE_PATH} (no checksum is checked there)."
         )
     return path
 
@@ -108,19 +109,63 @@ def download_time_machine(directory: Path | None = None) -> Path:
     return atomic_write(directory / FILE_NAME, lambda f: f.write(data))
 
 
+def check_corpus_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a non-empty regular file, else a
+    :class:`CorpusError` saying what it is instead (missing, a folder, a device, empty)."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CorpusError(
+            f"Corpus file {path} does not exist. Check the name given as {USE_PATH}."
+        ) from None
+    except OSError as err:
+        raise CorpusError(
+            f"Corpus file {path} cannot be read: {err.strerror}. Check its permissions."
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CorpusError(
+            f"Corpus file {path} is a directory, not a file. Pass the text file inside it, e.g. "
+            f"path='{path / FILE_NAME}' (Python) / --data {path / FILE_NAME} (the experiments), "
+            f"or set ${DATA_DIR_ENV}={path} for the book's {FILE_NAME} there."
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise CorpusError(
+            f"Corpus file {path} is not a regular file (a device, socket or pipe). "
+            f"Pass a UTF-8 text file as {USE_PATH}."
+        )
+    if info.st_size == 0:
+        raise CorpusError(
+            f"Corpus file {path} is empty (0 bytes). Pass a UTF-8 text file as {USE_PATH}."
+        )
+    return path
+
+
 def find_time_machine(path: str | os.PathLike[str] | None = None) -> Path:
     """Locate the corpus: ``path`` → ``$RNN_LM_DATA_DIR/timemachine.txt`` → cache → download.
 
-    An explicit ``path`` may be any UTF-8 text file and is used as it is. The file found through the
-    environment variable or the cache must be the book's (its sha1 is checked).
+    An explicit ``path`` may be any UTF-8 text file and is used as it is (:func:`check_corpus_file`
+    refuses a missing, empty or non-regular one). The file found through the environment variable
+    or the cache must be the book's (its sha1 is checked); a variable that names a folder without
+    ``timemachine.txt`` is an error, not skipped.
     """
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Corpus file {path} does not exist (given as path=...).")
-        return path
+        return check_corpus_file(path)
     env_dir = os.environ.get(DATA_DIR_ENV)
-    if env_dir and (Path(env_dir) / FILE_NAME).is_file():
+    if env_dir:
+        if not Path(env_dir).is_dir():
+            what = "names a file" if Path(env_dir).exists() else "does not exist"
+            raise CorpusUnavailableError(
+                f"${DATA_DIR_ENV}={env_dir} {what}; it must be the folder that holds the book's "
+                f"{FILE_NAME}. Point it at that folder, or unset it to use the cache "
+                f"({cache_dir()}) and a download; to use another text, pass it as {USE_PATH}."
+            )
+        if not (Path(env_dir) / FILE_NAME).is_file():
+            raise CorpusUnavailableError(
+                f"${DATA_DIR_ENV}={env_dir} points to a folder without {FILE_NAME}. Put the "
+                f"book's {FILE_NAME} there (sha1 {DATA_SHA1}), point ${DATA_DIR_ENV} at the folder "
+                f"that holds it, or unset it to use the cache ({cache_dir()}) and a download."
+            )
         return _check_sha1(Path(env_dir) / FILE_NAME)
     cached = cache_dir() / FILE_NAME
     if cached.is_file():
@@ -159,6 +204,12 @@ def read_time_machine(path: str | os.PathLike[str] | None = None) -> list[str]:
 
 def not_utf8_error(file: Path, reason: str, offset: int, head: bytes) -> CorpusError:
     """The error for a file that fails to decode at byte ``offset``; ``head`` is its start."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark
+        return CorpusError(
+            f"Corpus file {file} is UTF-16 text, not UTF-8 (it starts with a UTF-16 byte order "
+            f"mark). Convert it, e.g. `iconv -f UTF-16 -t UTF-8 '{file}' > '{file}.utf8'`, and "
+            f"pass the new file as {USE_PATH}."
+        )
     if b"\x00" in head:
         return CorpusError(
             f"Corpus file {file} is not text: it is not UTF-8 ({reason} at byte {offset}) and it "
@@ -211,7 +262,9 @@ def read_chunks(file: Path, chunk_bytes: int | None = None) -> Iterator[np.ndarr
     try:
         f = open(file, "rb")  # closed by the with below, when the generator ends or is closed
     except OSError as err:
-        raise CorpusError(f"Corpus file {file} cannot be read: {err.strerror}.") from None
+        raise CorpusError(
+            f"Corpus file {file} cannot be read: {err.strerror}. Check its permissions."
+        ) from None
     with f:
         while True:
             block = np.frombuffer(f.read(max(chunk_bytes, pending.size)), np.uint8)
@@ -225,13 +278,24 @@ def read_chunks(file: Path, chunk_bytes: int | None = None) -> Iterator[np.ndarr
                 try:
                     codecs.utf_8_decode(chunk, "strict", True)  # the text itself is not kept
                 except UnicodeDecodeError as err:
+                    at = offset + err.start
+                    f.seek(at)
+                    reason = _decode_error(f.read(4)) or err.reason  # as in the whole file
                     f.seek(0)
-                    head = f.read(8192)
-                    raise not_utf8_error(file, err.reason, offset + err.start, head) from None
+                    raise not_utf8_error(file, reason, at, f.read(8192)) from None
                 offset += chunk.size
                 yield chunk
             if block.size == 0:
                 return
+
+
+def _decode_error(data: bytes) -> str | None:
+    """Why ``data`` does not start with a UTF-8 character, or None if it does."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.reason if err.start == 0 else None
+    return None
 
 
 def _last_cut(buf: np.ndarray) -> int:

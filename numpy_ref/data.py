@@ -25,6 +25,7 @@ from numpy_ref.checks import check_int
 from numpy_ref.corpus import (
     CHUNK_BYTES,
     NO_LETTER,
+    CorpusError,
     book_chars,
     classify,
     find_time_machine,
@@ -316,6 +317,31 @@ def load_data_time_machine(
     path: str | os.PathLike[str] | None = None,
     token: str = "char",
 ) -> tuple[SeqDataLoader, Vocab]:
-    """The book's training data: a loader over the first ``max_tokens`` tokens, and the vocab."""
-    corpus, vocab = load_corpus_time_machine(max_tokens, token, path)
+    """The book's training data: a loader over the first ``max_tokens`` tokens, and the vocab.
+
+    Raises:
+        CorpusError: the file itself holds fewer tokens than one batch needs (the message gives
+            the file's count), or cannot be used at all (see :func:`load_corpus_time_machine`).
+        ValueError: ``max_tokens`` keeps fewer tokens than one batch needs; bad sizes.
+    """
+    check_int("batch_size", batch_size)
+    check_int("num_steps", num_steps)
+    file = find_time_machine(path)
+    corpus, vocab = load_corpus_time_machine(-1, token, file)
+    need = min_corpus_length(batch_size, num_steps, use_random_iter)
+    batch = f"one batch of batch_size={batch_size} x num_steps={num_steps}"
+    if corpus.size < need:
+        raise CorpusError(
+            f"Corpus file {file} holds {corpus.size} {token} tokens, too few for {batch}: it "
+            f"needs at least {need} (B*T, the largest random offset and one more for the "
+            f"targets). Use a longer text or smaller sizes."
+        )
+    if 0 < max_tokens < need:
+        raise ValueError(
+            f"max_tokens={max_tokens} keeps too few of the {corpus.size} {token} tokens of "
+            f"{file} for {batch}: it needs at least {need}. Raise max_tokens (-1 keeps them all) "
+            f"or use smaller sizes."
+        )
+    if 0 < max_tokens < corpus.size:
+        corpus = corpus[:max_tokens].copy()
     return SeqDataLoader(corpus, batch_size, num_steps, use_random_iter, seed), vocab

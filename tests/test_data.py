@@ -6,6 +6,7 @@ import collections
 import hashlib
 import re
 import string
+import sys
 import urllib.error
 from pathlib import Path
 from unittest import mock
@@ -135,6 +136,10 @@ CHUNK_SIZES = st.sampled_from([1, 2, 3, 7, 64, 1 << 20])  # bytes read at a time
 def test_loader_matches_the_books_code_on_any_text(tmp_path_factory, text, chunk_bytes, token):
     path = tmp_path_factory.mktemp("text") / "corpus.txt"
     path.write_bytes(text.encode("utf-8"))
+    if not text:
+        with pytest.raises(CorpusError, match="is empty"):
+            load_corpus_time_machine(token=token, path=path)
+        return
     with mock.patch.object(data, "CHUNK_BYTES", chunk_bytes):
         assert_loads_like_the_book(path, token)
 
@@ -272,16 +277,98 @@ def test_damaged_file_in_data_dir_is_refused(no_corpus: Path, monkeypatch) -> No
         read_time_machine()
 
 
-def test_non_utf8_corpus_gets_a_clear_error(no_corpus: Path) -> None:
-    latin1 = no_corpus / "latin1.txt"
-    latin1.write_bytes("caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
-        read_time_machine(latin1)
+def _executable(folder: Path) -> Path:
+    copy = folder / "program"
+    copy.write_bytes(Path(sys.executable).resolve().read_bytes())  # an ELF or Mach-O binary
+    return copy
 
 
-def test_missing_explicit_path_is_named(no_corpus: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
-        read_time_machine(no_corpus / "nowhere.txt")
+# (make the file in a folder, the words its message must hold); every message names the file.
+BAD_FILES = {
+    "directory": (lambda d: d, ["is a directory", "timemachine.txt", "--data"]),
+    "missing": (lambda d: d / "nowhere.txt", ["does not exist", "path=", "--data FILE"]),
+    "empty": (lambda d: _write(d / "empty.txt", ""), ["is empty", "0 bytes", "--data FILE"]),
+    "nul-bytes": (
+        lambda d: _write(d / "zeros.bin", "\x00" * 5000),
+        ["holds no letters", "NUL bytes", "--data FILE"],
+    ),
+    "no-letters": (
+        lambda d: _write(d / "digits.txt", "1984, 2001: 42!\n\u00e9\u00e8\n"),
+        ["holds no letters", "cannot be trained on", "path="],
+    ),
+    "executable": (_executable, ["is not text", "binary", "--data FILE"]),
+    "latin-1": (
+        lambda d: _write(d / "latin1.txt", "Caf\u00e9\n", "latin-1"),
+        ["is not UTF-8", "invalid continuation byte at byte 3", "iconv", "--data FILE"],
+    ),
+    "utf-16": (
+        lambda d: _write(d / "notepad.txt", "The Time Machine\n", "utf-16"),
+        ["is UTF-16 text, not UTF-8", "iconv -f UTF-16", "--data FILE"],
+    ),
+}
+LOADERS = {
+    "chars": lambda path: load_corpus_time_machine(token="char", path=path),
+    "words": lambda path: load_corpus_time_machine(token="word", path=path),
+    "lines": read_time_machine,
+    "loader": lambda path: load_data_time_machine(2, 3, path=path),
+}
+
+
+@pytest.mark.parametrize("loader", list(LOADERS.values()), ids=list(LOADERS))
+@pytest.mark.parametrize("case", list(BAD_FILES.values()), ids=list(BAD_FILES))
+def test_every_bad_corpus_file_gets_one_clear_error(no_corpus: Path, case, loader) -> None:
+    make, words = case
+    path = make(no_corpus)
+    with pytest.raises(CorpusError) as info:
+        loader(path)
+    message = str(info.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_a_bad_byte_is_found_at_its_offset_in_the_file(no_corpus: Path) -> None:
+    path = no_corpus / "late.txt"
+    path.write_bytes(b"the time machine\n" * 1000 + b"caf\xe9\n")
+    with mock.patch.object(data, "CHUNK_BYTES", 100), pytest.raises(CorpusError) as info:
+        load_corpus_time_machine(path=path)
+    assert f"at byte {17 * 1000 + 3}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        (lambda d: d.mkdir() or d, "points to a folder without timemachine.txt"),
+        (lambda d: _write(d / "timemachine.txt", "x"), "names a file; it must be the folder"),
+        (lambda d: d / "nowhere", "does not exist; it must be the folder"),
+    ],
+    ids=["folder-without-the-file", "a-file", "missing"],
+)
+def test_data_dir_without_the_book_is_an_error_not_skipped(
+    no_corpus: Path, corpus_file: Path, monkeypatch, folder, message
+) -> None:
+    cached = _write(data.cache_dir() / data.FILE_NAME, corpus_file.read_text())  # not used
+    env_dir = folder(no_corpus / "empty-data")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(env_dir))
+    with pytest.raises(CorpusUnavailableError, match=message) as info:
+        load_corpus_time_machine()
+    assert f"${data.DATA_DIR_ENV}={env_dir}" in str(info.value) and cached.is_file()
+
+
+@pytest.mark.parametrize("token", ["char", "word"])
+def test_a_file_too_short_for_one_batch_is_named_with_its_token_count(
+    no_corpus: Path, token: str
+) -> None:
+    path = _write(no_corpus / "short.txt", "The Time Machine, by H. G. Wells.\n")
+    count = {"char": 29, "word": 7}[token]
+    with pytest.raises(CorpusError, match=f"short.txt holds {count} {token} tokens") as info:
+        load_data_time_machine(4, 6, token=token, path=path)
+    assert "needs at least 31" in str(info.value)  # 4*6 + 6 + 1, sequential
+
+
+def test_max_tokens_too_small_for_one_batch_names_max_tokens(corpus_env: Path) -> None:
+    with pytest.raises(ValueError, match=r"max_tokens=100 keeps too few of the 170580 char"):
+        load_data_time_machine(32, 35, max_tokens=100)
 
 
 # --- tokens and vocabulary ---------------------------------------------------------------------
