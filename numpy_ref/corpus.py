@@ -34,7 +34,7 @@ FILE_NAME = "timemachine.txt"
 DATA_DIR_ENV = "RNN_LM_DATA_DIR"
 # How a user names a corpus file: the same message serves the library and the command line.
 USE_PATH = "path=... (Python) / --data FILE (the experiments)"
-CHUNK_BYTES = 1 << 20  # bytes read and scanned at a time (chunks hold whole letter runs)
+CHUNK_BYTES = 1 << 18  # bytes read and scanned at a time (chunks hold whole letter runs)
 
 
 class CorpusUnavailableError(RuntimeError):

@@ -121,7 +121,9 @@ def _load_words(file: os.PathLike[str]) -> tuple[np.ndarray, Vocab]:
         at = np.minimum(np.searchsorted(known, keys), max(known.size - 1, 0))
         found = known[at] == keys if known.size else np.zeros(keys.size, bool)
         key_ids = np.where(found, known_ids[at] if known.size else -1, -1)
-        long_words = [bytes(chunk[starts[i] : ends[i]] | 0x20) for i in long.tolist()]
+        lower = (chunk | 0x20).tobytes() if long.size else b""  # the letters in lower case
+        bounds = zip(starts[long].tolist(), ends[long].tolist(), strict=True)
+        long_words = [lower[start:end] for start, end in bounds]
         # The words new in this chunk, as (position of the first, index of the key or the
         # long word), take the next ids in the order of their first position.
         fresh = np.flatnonzero(~found)
