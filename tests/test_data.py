@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from experiments import bench_corpus
 from numpy_ref import corpus as data
 from numpy_ref.corpus import CorpusError, CorpusUnavailableError, read_time_machine
 from numpy_ref.data import (
@@ -549,3 +550,26 @@ def test_bad_sizes_name_the_value(kwargs, message, scheme) -> None:
 def test_a_corpus_of_text_instead_of_indices_is_refused() -> None:
     with pytest.raises(ValueError, match="1-D array of token indices"):
         SeqDataLoader(np.array(list("abcdefghijklmnopqrstuvwxyz")), 2, 3)
+
+
+# --- the loading benchmark (experiments/bench_corpus.py) -----------------------------------------
+
+
+def test_bench_corpus_measures_both_token_kinds_in_fresh_processes(tmp_path: Path) -> None:
+    result = bench_corpus.bench_corpus(mb=1, text="random", folder=tmp_path)
+    assert result["bytes"] == 10**6 and result["text"] == "random"
+    for token in ("char", "word"):
+        figures = result[token]
+        assert figures["seconds"] > 0 and figures["tokens"] > 0
+        assert figures["peak_rss_mb"] >= figures["load_rss_mb"] >= 0
+    assert result["char"]["dtype"] == "uint8" and result["char"]["vocab_size"] == 28
+    assert list(tmp_path.iterdir()) == []  # the text is written to a temporary folder
+
+
+def test_bench_texts_have_the_size_asked_for(tmp_path: Path, corpus_env: Path) -> None:
+    book = bench_corpus.write_text(tmp_path / "book.txt", 0.4, "book")
+    text = corpus_env.read_bytes()
+    assert book.read_bytes() == (text * 3)[:400_000]
+    generated = bench_corpus.write_text(tmp_path / "random.txt", 0.01, "random", seed=1)
+    assert generated.stat().st_size == 10_000
+    assert generated.read_bytes() == bench_corpus.random_text(10_000, seed=1)
