@@ -96,7 +96,10 @@ def _load_chars(file: os.PathLike[str]) -> tuple[np.ndarray, Vocab]:
     vocab = Vocab.from_counts((chr(code), counts[code]) for code in seen)
     table = np.zeros(256, index_dtype(len(vocab)))  # uint8: at most 26 letters, space, <unk>
     table[seen] = vocab[[chr(code) for code in seen]]
-    chars.resize(size, refcheck=False)  # in place; the bytes never written were never resident
+    try:  # in place: the bytes never written were never resident
+        chars.resize(size)
+    except ValueError:  # another reference to the array (a debugger's): copy instead
+        chars = chars[:size].copy()
     for start in range(0, size, CHUNK_BYTES):
         chars[start : start + CHUNK_BYTES] = table[chars[start : start + CHUNK_BYTES]]
     return chars, vocab
