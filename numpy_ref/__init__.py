@@ -10,7 +10,7 @@ re-exported through ``__all__``, which the three lists build.)
 """
 
 from numpy_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint  # noqa: F401
-from numpy_ref.corpus import CorpusUnavailableError, read_time_machine  # noqa: F401
+from numpy_ref.corpus import CorpusError, CorpusUnavailableError, read_time_machine  # noqa: F401
 from numpy_ref.data import (  # noqa: F401
     SeqDataLoader,
     load_corpus_time_machine,
@@ -66,6 +66,7 @@ SHARED = (
     "seq_data_iter_sequential",
     "SeqDataLoader",
     "CorpusUnavailableError",
+    "CorpusError",
     "EpochStats",
     "Checkpoint",
     "CheckpointError",

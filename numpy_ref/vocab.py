@@ -38,7 +38,7 @@ class Vocab:
     Index 0 is ``<unk>``, then the reserved tokens in the given order, then every token of frequency
     at least ``min_freq`` by descending frequency; ties keep the order of first appearance in
     ``tokens`` (a stable sort of first-seen order, the same order the book's ``Counter`` gives).
-    Unknown tokens map to 0.
+    Unknown tokens map to 0. :meth:`from_counts` builds the same table from (token, count) pairs.
 
     Args:
         tokens: a flat list of tokens or a list of token lines.
@@ -54,16 +54,48 @@ class Vocab:
         min_freq: int = 0,
         reserved_tokens: Sequence[str] = (),
     ) -> None:
+        counter = collections.Counter(flatten_tokens(tokens))  # first-seen order
+        self._build(counter.items(), min_freq, reserved_tokens)
+
+    @classmethod
+    def from_counts(
+        cls,
+        token_counts: Iterable[tuple[str, int]],
+        min_freq: int = 0,
+        reserved_tokens: Sequence[str] = (),
+    ) -> Vocab:
+        """The vocabulary of a text given as its (token, count) pairs, without its tokens.
+
+        Args:
+            token_counts: each distinct token once, in the order of first appearance in the text
+                (ties in count keep this order), with its count.
+            min_freq, reserved_tokens: as for the constructor.
+
+        Returns:
+            The same :class:`Vocab` as ``Vocab(tokens, min_freq, reserved_tokens)``.
+        """
+        vocab = cls.__new__(cls)
+        vocab._build(token_counts, min_freq, reserved_tokens)
+        return vocab
+
+    def _build(
+        self,
+        token_counts: Iterable[tuple[str, int]],
+        min_freq: int,
+        reserved_tokens: Sequence[str],
+    ) -> None:
         if self.UNK in reserved_tokens or len(set(reserved_tokens)) != len(reserved_tokens):
             raise ValueError(
                 f"reserved_tokens must be distinct and must not contain {self.UNK!r} "
                 f"(it is always index 0), got {list(reserved_tokens)!r}"
             )
-        counter = collections.Counter(flatten_tokens(tokens))
-        self._token_freqs = sorted(counter.items(), key=lambda item: item[1], reverse=True)
+        # A stable sort: equal counts keep their first-seen order.
+        pairs = ((t, int(n)) for t, n in token_counts)
+        self._token_freqs = sorted(pairs, key=lambda item: item[1], reverse=True)
         self.idx_to_token = [self.UNK, *reserved_tokens]
+        taken = set(self.idx_to_token)
         self.idx_to_token += [
-            t for t, freq in self._token_freqs if freq >= min_freq and t not in self.idx_to_token
+            t for t, freq in self._token_freqs if freq >= min_freq and t not in taken
         ]
         self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
 

@@ -12,6 +12,7 @@ from numpy_ref import (  # noqa: F401  (numpy_ref.SHARED, re-exported as they ar
     KINDS,
     Checkpoint,
     CheckpointError,
+    CorpusError,
     CorpusUnavailableError,
     EpochStats,
     ModelSpec,
