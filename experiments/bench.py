@@ -120,7 +120,7 @@ def jax_step(spec: ModelSpec, X: np.ndarray, Y: np.ndarray, grad_mode: str) -> S
     state = rnn_jax.begin_state(spec, BATCH)
 
     def step() -> None:
-        params, opt_state, loss, _ = train_step(*carry, X, Y, state)
+        params, opt_state, loss, _, _ = train_step(*carry, X, Y, state)
         carry[:] = [params, opt_state]
         loss.block_until_ready()
 

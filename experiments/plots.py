@@ -6,6 +6,7 @@ state), then saved atomically.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,24 +31,74 @@ def _figure(title: str) -> tuple[Any, Any]:
     return fig, ax
 
 
+def _finite(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[float, float]]:
+    """The (x, y) pairs whose y is a finite number ("inf", "nan" and None left out)."""
+    out = []
+    for x, y in pairs:
+        if y is not None and math.isfinite(float(y)):
+            out.append((x, float(y)))
+    return out
+
+
+def _line(ax: Any, pairs: Sequence[tuple[Any, Any]], **style: Any) -> None:
+    points = _finite(pairs)
+    if points:
+        ax.plot(*zip(*points, strict=True), **style)
+
+
 def plot_perplexity(
-    records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], title: str
+    records: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    title: str,
+    theta: float | None = None,
 ) -> None:
-    """Train (and, when present, validation) perplexity against the epoch, as the book's animator.
+    """The book's animator as a picture, with the gradient's norm under it.
+
+    Top: train and (when present) validation perplexity against the epoch. Bottom, when the
+    records hold them: the global gradient norm before clipping per epoch (median and largest over
+    the minibatches, log scale), the clipping threshold ``theta``, and on the right axis the
+    fraction of minibatches that were clipped.
 
     Args:
-        records: the lines of ``metrics.jsonl`` (``epoch``, ``train_perplexity``,
-            ``val_perplexity`` possibly None).
+        records: the lines of ``metrics.jsonl``.
         path: the PNG to write.
         title: the figure's title.
+        theta: the clipping threshold, drawn as a dashed line.
     """
-    fig, ax = _figure(title)
-    epochs = [r["epoch"] for r in records]
-    ax.plot(epochs, [r["train_perplexity"] for r in records], label="train")
-    val = [(r["epoch"], r["val_perplexity"]) for r in records if r["val_perplexity"] is not None]
-    if val:
-        ax.plot(*zip(*val, strict=True), label="val", linestyle="--")
-    ax.legend()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with_norms = any(r.get("grad_norm_median") is not None for r in records)
+    fig = Figure(figsize=(5.5, 5.8 if with_norms else 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if with_norms else [fig.subplots()]
+    top = axes[0]
+    top.set_title(title, fontsize=10)
+    top.set_ylabel("perplexity")
+
+    def series(key: str) -> list[tuple[Any, Any]]:
+        return [(r["epoch"], r.get(key)) for r in records]
+
+    _line(top, series("train_perplexity"), label="train")
+    _line(top, series("val_perplexity"), label="val", linestyle="--")
+    top.legend(fontsize=8)
+    top.grid(True, alpha=0.3)
+    if with_norms:
+        bottom = axes[1]
+        _line(bottom, series("grad_norm_median"), color="C2", label="‖g‖ median")
+        _line(bottom, series("grad_norm_max"), color="C3", linewidth=0.8, label="‖g‖ max")
+        if theta is not None:
+            bottom.axhline(theta, color="gray", linestyle=":", label=f"θ = {theta:g}")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("gradient norm\nbefore clipping")
+        bottom.grid(True, alpha=0.3)
+        share = bottom.twinx()
+        _line(share, series("clipped_fraction"), color="C4", linewidth=0.6, alpha=0.6)
+        share.set_ylim(-0.02, 1.02)
+        share.set_ylabel("clipped fraction", color="C4", fontsize=8)
+        bottom.legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -35,6 +35,22 @@ class EpochRecord:
     seconds: float  # training wall time of the epoch (validation not included)
     sample: str | None = None
     diverged: bool = False  # this epoch ended the run (non-finite or above --max-perplexity)
+    grad_norm_median: float | None = None  # the global gradient norm before clipping, over
+    grad_norm_max: float | None = None  # the epoch's minibatches: median, largest,
+    clipped_fraction: float | None = None  # and the fraction that were clipped (norm > theta)
+
+    @classmethod
+    def of_epoch(
+        cls, epoch: int, stats: Any, val: float | None, theta: float, **extra: Any
+    ) -> EpochRecord:
+        """The record of an epoch's ``EpochStats``."""
+        norms = stats.grad_norms
+        return cls(
+            epoch, stats.perplexity, val, stats.tokens_per_sec, stats.seconds, **extra,
+            grad_norm_median=float(np.median(norms)) if norms else None,
+            grad_norm_max=float(max(norms)) if norms else None,
+            clipped_fraction=stats.clipped_fraction(theta),
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -43,6 +59,9 @@ class EpochRecord:
             "val_perplexity": self.val_perplexity,
             "tokens_per_sec": self.tokens_per_sec,
             "seconds": self.seconds,
+            "grad_norm_median": self.grad_norm_median,
+            "grad_norm_max": self.grad_norm_max,
+            "clipped_fraction": self.clipped_fraction,
         }
         if self.diverged:
             record["diverged"] = True
@@ -51,14 +70,21 @@ class EpochRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpochRecord:
         """A record read back from ``metrics.jsonl`` or a checkpoint's history."""
-        val = d.get("val_perplexity")
+
+        def number(key: str) -> float | None:
+            value = d.get(key)
+            return None if value is None else float(value)
+
         return cls(
             epoch=int(d["epoch"]),
             train_perplexity=float(d["train_perplexity"]),
-            val_perplexity=None if val is None else float(val),
+            val_perplexity=number("val_perplexity"),
             tokens_per_sec=float(d["tokens_per_sec"]),
             seconds=float(d["seconds"]),
             diverged=bool(d.get("diverged", False)),
+            grad_norm_median=number("grad_norm_median"),
+            grad_norm_max=number("grad_norm_max"),
+            clipped_fraction=number("clipped_fraction"),
         )
 
 

@@ -317,8 +317,8 @@ def run_experiment(
                 sample = backend.predict(model, PREFIXES[0], config.num_preds, data.vocab)
             ppl = stats.perplexity
             diverged = not math.isfinite(ppl) or ppl > limit
-            record = EpochRecord(epoch, ppl, val, stats.tokens_per_sec, stats.seconds, sample,
-                                 diverged)  # fmt: skip
+            record = EpochRecord.of_epoch(epoch, stats, val, config.theta, sample=sample,
+                                          diverged=diverged)  # fmt: skip
             history.append(record)
             rundir.write_jsonl(run.file(rundir.METRICS), (r.to_dict() for r in history))
             if diverged:
@@ -331,7 +331,7 @@ def run_experiment(
                 run.promote()
             if sample is not None:
                 plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT),
-                                title(config))  # fmt: skip
+                                title(config), config.theta)  # fmt: skip
             if on_epoch is not None:
                 on_epoch(record)
         seconds_total = time.perf_counter() - started
@@ -339,7 +339,8 @@ def run_experiment(
             p: backend.predict(model, p, config.num_preds, data.vocab) for p in PREFIXES
         }
         result.params = backend.to_numpy(model)
-        plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT), title(config))
+        plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT), title(config),
+                        config.theta)  # fmt: skip
         result.summary = summarize(result, described, seconds_total)
         rundir.write_json(run.file(rundir.SUMMARY), result.summary)
     except OSError as err:

@@ -43,6 +43,7 @@ FORMAT = "rnn-lm checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "__metadata__"
 _EPOCH_STATS_FIELDS = {f.name for f in dataclasses.fields(EpochStats)}
+_EPOCH_STATS_REQUIRED = {"perplexity", "tokens_per_sec", "num_tokens", "seconds"}
 
 
 class CheckpointError(ValueError):
@@ -77,8 +78,11 @@ def _history_to_json(history: Sequence[Any]) -> list[Any]:
 
 
 def _history_from_json(history: list[Any]) -> list[Any]:
+    """Dicts that are :class:`EpochStats` (with or without ``grad_norms``) become EpochStats."""
     return [
-        EpochStats(**h) if isinstance(h, dict) and set(h) == _EPOCH_STATS_FIELDS else h
+        EpochStats(**{**h, "grad_norms": tuple(h.get("grad_norms", ()))})
+        if isinstance(h, dict) and _EPOCH_STATS_REQUIRED <= set(h) <= _EPOCH_STATS_FIELDS
+        else h
         for h in history
     ]
 

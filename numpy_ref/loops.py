@@ -11,8 +11,9 @@ One epoch, as the book's ``train_epoch_ch8`` (d2l 8.5.5)::
     for each minibatch (X, Y):
         state = begin_state(B)      on the first minibatch, or for every one under random iteration
         state = detach(state)       otherwise: carry the values, cut the gradient (truncated BPTT)
-        carry, loss, state = step(carry, X, Y, state)
+        carry, loss, state, grad_norm = step(carry, X, Y, state)
         total = total + loss * Y.size
+        grad_norms.append(grad_norm)        the global norm before clipping (None: no gradient)
 
     perplexity = exp(total / number of tokens)
     tokens/s   = number of tokens / wall time of the epoch, data iteration included
@@ -48,7 +49,7 @@ from numpy_ref.checks import check_int, check_positive
 
 Batch = tuple[np.ndarray, np.ndarray]
 State = Any
-Step = Callable[[Any, Any, Any, State], tuple[Any, Any, State]]
+Step = Callable[[Any, Any, Any, State], tuple[Any, Any, State, Any]]
 LossStep = Callable[[Any, Any, State], tuple[Any, State]]
 TokenStep = Callable[[int, State], tuple[Any, State]]
 
@@ -62,12 +63,21 @@ class EpochStats:
         tokens_per_sec: ``num_tokens / seconds``.
         num_tokens: targets seen in the epoch (the sum of ``Y.size``).
         seconds: wall time of the epoch, data iteration included.
+        grad_norms: the global gradient norm of every minibatch before clipping (empty when the
+            epoch computed no gradient, e.g. an evaluation).
     """
 
     perplexity: float
     tokens_per_sec: float
     num_tokens: int
     seconds: float
+    grad_norms: tuple[float, ...] = ()
+
+    def clipped_fraction(self, theta: float) -> float | None:
+        """The fraction of minibatches whose gradient was clipped (norm above ``theta``)."""
+        if not self.grad_norms:
+            return None
+        return sum(n > theta for n in self.grad_norms) / len(self.grad_norms)
 
 
 def perplexity_of(total_loss: float, num_tokens: int) -> float:
@@ -100,9 +110,10 @@ def run_epoch(
     """One pass over ``loader`` with the book's state handling (module docstring).
 
     Args:
-        step: ``step(carry, X, Y, state) -> (carry, loss, state)`` for one minibatch; ``X``,
-            ``Y`` int (B, T); ``loss`` the mean cross-entropy (a float, or a 0-d array of any
-            framework supporting ``loss * n`` and ``+``).
+        step: ``step(carry, X, Y, state) -> (carry, loss, state, grad_norm)`` for one minibatch;
+            ``X``, ``Y`` int (B, T); ``loss`` the mean cross-entropy (a float, or a 0-d array of
+            any framework supporting ``loss * n`` and ``+``); ``grad_norm`` the gradient's global
+            norm before clipping (read with ``float`` when the epoch ends), or None.
         carry: what ``step`` threads through the epoch (e.g. the parameters).
         loader: iterable of ``(X, Y)`` minibatches; iterated once.
         begin_state: ``begin_state(batch_size) -> state``, the zero state.
@@ -120,14 +131,17 @@ def run_epoch(
     state: State | None = None
     total: Any = 0.0
     num_tokens = 0
+    norms = []
     for X, Y in loader:
         if state is None or use_random_iter:
             state = begin_state(X.shape[0])
         else:
             state = detach(state)
-        carry, loss, state = step(carry, X, Y, state)
+        carry, loss, state, grad_norm = step(carry, X, Y, state)
         total = total + loss * Y.size  # no float() here: keeps asynchronous dispatch
         num_tokens += int(Y.size)
+        if grad_norm is not None:
+            norms.append(grad_norm)
     if num_tokens == 0:
         raise ValueError(
             "the loader yielded no minibatch; use a longer corpus or a smaller batch_size/num_steps"
@@ -141,6 +155,7 @@ def run_epoch(
         tokens_per_sec=num_tokens / seconds,
         num_tokens=num_tokens,
         seconds=seconds,
+        grad_norms=tuple(float(n) for n in norms),
     )
     return carry, stats
 
@@ -201,9 +216,9 @@ def evaluate(
         ``exp`` of the mean cross-entropy per token.
     """
 
-    def step(carry: None, X: Any, Y: Any, state: State) -> tuple[None, Any, State]:
+    def step(carry: None, X: Any, Y: Any, state: State) -> tuple[None, Any, State, None]:
         loss, state = loss_step(X, Y, state)
-        return carry, loss, state
+        return carry, loss, state, None
 
     use_random_iter = bool(getattr(loader, "use_random_iter", False))
     _, stats = run_epoch(step, None, loader, begin_state, use_random_iter, detach=detach)

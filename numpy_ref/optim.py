@@ -32,12 +32,13 @@ def global_norm(grads: Params) -> float:
     return math.sqrt(sum(float(np.sum(np.square(g))) for g in flatten_params(grads).values()))
 
 
-def clip_by_global_norm(grads: Params, theta: float) -> Params:
+def clip_by_global_norm(grads: Params, theta: float, norm: float | None = None) -> Params:
     """The book's clipping (C1): scale every gradient by ``theta / ||g||`` when ``||g|| > theta``.
 
     Args:
         grads: a parameter-shaped dict of arrays.
         theta: the largest norm allowed, > 0 (the book uses 1).
+        norm: ``global_norm(grads)`` if the caller has it already.
 
     Returns:
         A new dict: copies of the arrays, unchanged when the norm is at most ``theta``; otherwise
@@ -45,7 +46,7 @@ def clip_by_global_norm(grads: Params, theta: float) -> Params:
     """
     if not theta > 0:
         raise ValueError(f"theta must be > 0 (the book uses 1), got {theta!r}")
-    norm = global_norm(grads)
+    norm = global_norm(grads) if norm is None else norm
     if not norm > theta:  # also leaves a NaN norm alone: the NaN shows in the loss
         return map_params(np.copy, grads)
     return map_params(lambda g: g * np.asarray(theta / norm, dtype=g.dtype), grads)

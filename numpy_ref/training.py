@@ -18,7 +18,7 @@ import numpy as np
 from numpy_ref import loops
 from numpy_ref.loops import Batch, EpochStats
 from numpy_ref.models import forward_loss, loss_and_grads
-from numpy_ref.optim import clip_by_global_norm, sgd
+from numpy_ref.optim import clip_by_global_norm, global_norm, sgd
 from numpy_ref.spec import ModelSpec, Params, State, begin_state, check_vocab_size, param_dtype
 
 
@@ -48,8 +48,9 @@ def train_epoch(
 
     def step(params: Params, X: np.ndarray, Y: np.ndarray, state: State):
         loss, grads, state = loss_and_grads(spec, params, X, Y, state)
-        grads = clip_by_global_norm(grads, theta)
-        return sgd(params, grads, lr), loss, state
+        norm = global_norm(grads)
+        grads = clip_by_global_norm(grads, theta, norm)
+        return sgd(params, grads, lr), loss, state, norm
 
     return loops.run_epoch(
         step, params, loader, lambda batch_size: begin_state(spec, batch_size, dtype),

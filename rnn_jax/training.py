@@ -31,7 +31,9 @@ from rnn_jax.device import device_of, to_jax
 from rnn_jax.models import check_grad_mode, forward_loss, loss_and_grads_fn
 from rnn_jax.spec import begin_state
 
-TrainStep = Callable[[Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State]]
+TrainStep = Callable[
+    [Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State, jax.Array]
+]
 
 
 @lru_cache(maxsize=64)
@@ -49,7 +51,8 @@ def make_train_step(
     Returns:
         ``(init_opt_state, step)``: ``init_opt_state(params) -> opt_state``;
         ``step(params, opt_state, X (B, T), Y (B, T), state) -> (params, opt_state, loss (),
-        state)``. ``params`` and ``opt_state`` are donated: do not use them after the call.
+        state, grad_norm ())``, ``grad_norm`` the global norm before clipping. ``params`` and
+        ``opt_state`` are donated: do not use them after the call.
         Cached: the same arguments give the same (already compiled) functions.
     """
     check_grad_mode(grad_mode)
@@ -60,7 +63,8 @@ def make_train_step(
     def step(params, opt_state, X, Y, state):
         loss, grads, state = loss_and_grads(params, X, Y, state)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, state
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss, state, optax.tree.norm(grads)
 
     return optimizer.init, jax.jit(step, donate_argnums=(0, 1))
 
@@ -103,8 +107,8 @@ def train_epoch(
     def step(carry, X, Y, state):
         params, opt_state = carry
         X, Y = jax.device_put((X, Y), device)
-        params, opt_state, loss, state = train_step(params, opt_state, X, Y, state)
-        return (params, opt_state), loss, state
+        params, opt_state, loss, state, norm = train_step(params, opt_state, X, Y, state)
+        return (params, opt_state), loss, state, norm
 
     (params, _), stats = loops.run_epoch(
         step,

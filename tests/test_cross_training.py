@@ -67,8 +67,9 @@ def test_one_train_step_equals_numpy_clip_and_sgd(x64, kind, reset):
     expected = np_optim.sgd(params, np_optim.clip_by_global_norm(grads, theta), lr)
     init_opt_state, step = rnn_jax.make_train_step(spec, lr, theta)
     jparams = rnn_jax.to_jax(params, "cpu")
-    new, _, loss, _ = step(jparams, init_opt_state(jparams), X, Y, state)
+    new, _, loss, _, norm = step(jparams, init_opt_state(jparams), X, Y, state)
     assert abs(float(loss) - loss_ref) < 1e-12 * loss_ref
+    assert abs(float(norm) - np_optim.global_norm(grads)) < 1e-12 * float(norm)  # before clipping
     assert rel_diff(expected, new) < 1e-12
 
 

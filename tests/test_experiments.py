@@ -265,7 +265,12 @@ def check_run_dir(out: Path, epochs: int, impl: str) -> dict:
             "val_perplexity",
             "tokens_per_sec",
             "seconds",
+            "grad_norm_median",
+            "grad_norm_max",
+            "clipped_fraction",
         }
+        assert 0 < r["grad_norm_median"] <= r["grad_norm_max"]
+        assert 0 <= r["clipped_fraction"] <= 1
         # An untrained model is near uniform over V = 28 tokens; two tiny epochs stay close.
         assert 1 < r["train_perplexity"] < 29 and 1 < r["val_perplexity"] < 29
         assert r["tokens_per_sec"] > 0 and r["seconds"] > 0

@@ -13,7 +13,7 @@ from numpy_ref.data import SeqDataLoader
 from numpy_ref.generation import predict
 from numpy_ref.loops import EpochStats, run_epoch, train_loop
 from numpy_ref.models import forward_loss, loss_and_grads
-from numpy_ref.optim import clip_by_global_norm, sgd
+from numpy_ref.optim import clip_by_global_norm, global_norm, sgd
 from numpy_ref.spec import ModelSpec, begin_state, flatten_params, init_params
 from numpy_ref.training import evaluate, train, train_epoch
 from numpy_ref.vocab import Vocab
@@ -38,7 +38,7 @@ class Recorder:
 
     def step(self, carry, X, Y, state):
         self.log.append(("step", state))
-        return carry + 1, self.losses.pop(0), state + 1
+        return carry + 1, self.losses.pop(0), state + 1, None
 
 
 def batches(n, B=2, T=3):
@@ -101,7 +101,7 @@ def test_losses_are_accumulated_without_a_float_per_step() -> None:
     LazyLoss.conversions = 0
 
     def step(carry, X, Y, state):
-        return carry, LazyLoss(0.5), state
+        return carry, LazyLoss(0.5), state, None
 
     _, stats = run_epoch(step, None, batches(5), lambda b: 0, False)
     assert LazyLoss.conversions == 1
@@ -116,7 +116,7 @@ def test_time_includes_data_iteration_and_the_sync_call() -> None:
 
     synced = []
     _, stats = run_epoch(
-        lambda c, X, Y, s: (c, 1.0, s), "carry", slow_loader(), lambda b: 0, False,
+        lambda c, X, Y, s: (c, 1.0, s, None), "carry", slow_loader(), lambda b: 0, False,
         sync=synced.append,
     )  # fmt: skip
     assert synced == ["carry"]
@@ -126,7 +126,7 @@ def test_time_includes_data_iteration_and_the_sync_call() -> None:
 
 def test_an_empty_loader_is_an_error() -> None:
     with pytest.raises(ValueError, match="yielded no minibatch"):
-        run_epoch(lambda c, X, Y, s: (c, 1.0, s), None, [], lambda b: 0, False)
+        run_epoch(lambda c, X, Y, s: (c, 1.0, s, None), None, [], lambda b: 0, False)
 
 
 def test_train_loop_counts_epochs_from_one_and_keeps_the_history() -> None:
@@ -160,14 +160,17 @@ def test_train_epoch_applies_bptt_clip_and_sgd_per_minibatch_with_the_state_carr
     loader = SeqDataLoader(corpus, 4, 5, seed=3)
     updated, stats = train_epoch(spec, params, loader, lr=0.7, theta=0.5, use_random_iter=False)
     # the same epoch written out: the loader's next pass draws from the same seed
-    expected, state, total, n = params, begin_state(spec, 4), 0.0, 0
+    expected, state, total, n, norms = params, begin_state(spec, 4), 0.0, 0, []
     for X, Y in SeqDataLoader(corpus, 4, 5, seed=3):
         loss, grads, state = loss_and_grads(spec, expected, X, Y, state)
+        norms.append(global_norm(grads))
         expected = sgd(expected, clip_by_global_norm(grads, 0.5), 0.7)
         total, n = total + loss * Y.size, n + Y.size
     for key, value in flatten_params(expected).items():
         assert np.array_equal(flatten_params(updated)[key], value), key
     assert stats.perplexity == math.exp(total / n)
+    assert stats.grad_norms == tuple(norms) and len(norms) == len(list(loader))
+    assert stats.clipped_fraction(0.5) == sum(n > 0.5 for n in norms) / len(norms)
     assert stats.num_tokens == n
 
 

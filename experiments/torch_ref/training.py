@@ -109,11 +109,12 @@ def loss_and_grads(
 
 def train_step(
     model: Any, X: Any, Y: Any, state: tuple[Any, ...], lr: float, theta: float
-) -> tuple[Any, tuple[Any, ...]]:
+) -> tuple[Any, tuple[Any, ...], Any]:
     """One minibatch: forward, mean CE, backward, clip to theta, SGD.
 
     Returns:
-        The loss (a detached 0-d tensor, read only when the epoch ends) and the new state.
+        The loss (a detached 0-d tensor, read only when the epoch ends), the new state and the
+        global gradient norm before clipping (a 0-d tensor).
     """
     params = trainable(model)
     for p in params:
@@ -121,9 +122,9 @@ def train_step(
     logits, state = model(X, state)
     loss = loss_fn(logits, Y)
     loss.backward()
-    clip_gradients(params, theta)
+    norm = clip_gradients(params, theta)
     sgd(params, lr)
-    return loss.detach(), state
+    return loss.detach(), state, norm.detach()
 
 
 def train_epoch(
@@ -138,8 +139,8 @@ def train_epoch(
 
     def step(model: Any, X: np.ndarray, Y: np.ndarray, state: tuple[Any, ...]):
         X_t, Y_t = torch.as_tensor(X, device=device), torch.as_tensor(Y, device=device)
-        loss, state = train_step(model, X_t, Y_t, state, lr, theta)
-        return model, loss, state
+        loss, state, norm = train_step(model, X_t, Y_t, state, lr, theta)
+        return model, loss, state, norm
 
     sync = (lambda _: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     return loops.run_epoch(
