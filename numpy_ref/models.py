@@ -280,7 +280,7 @@ def forward_with_cache(
 
 
 def backward(
-    spec: ModelSpec, params: Params, cache: Cache, dlogits: np.ndarray
+    spec: ModelSpec, params: Params, cache: Cache, dlogits: np.ndarray, cell: Cell | None = None
 ) -> tuple[Params, State]:
     """Backpropagation through time through the whole model, top layer to bottom.
 
@@ -289,13 +289,19 @@ def backward(
         params: the parameters of the forward pass.
         cache: from :func:`forward_with_cache`.
         dlogits: (T, B, V), gradient of the loss with respect to the logits.
+        cell: whose ``step_backward`` runs; None (the default) is ``spec.cell``. Only a variant
+            of that cell fits (same name: the caches are its forward's), e.g. the one
+            ``python -m experiments.gradcheck --plant`` builds with a term left out on purpose.
 
     Returns:
         ``grads``, a dict with exactly the keys, shapes and key order of ``params``; ``dstate0``,
         the gradient with respect to the initial state, a tuple of (L, B, H) like the state.
         The final state is treated as unused by the loss (its gradient is zero).
     """
-    cell = spec.cell
+    if cell is None:
+        cell = spec.cell
+    elif cell.name != spec.cell.name:
+        raise ValueError(f"cell {cell.name!r} does not fit a model of cell {spec.cell.name!r}")
     dH_all, dW_hq, db_q = dense_all_steps_backward(dlogits, cache["H_top"], params["W_hq"])  # (O1')
     layer_grads: list[Params] = [{} for _ in params["layers"]]
     dstates: list[State] = [() for _ in params["layers"]]
