@@ -51,6 +51,7 @@ from numpy_ref.models import (
     softmax_cross_entropy,
 )
 from numpy_ref.spec import KINDS, ModelSpec, Params, begin_state, init_params, map_params
+from numpy_ref.vocab import Vocab
 
 BOOK_SIGMA = 0.01
 
@@ -60,7 +61,8 @@ class Flow:
     """One model's gradient norms on one minibatch, index ``t - 1`` for step t (T,) each.
 
     Attributes:
-        label: the curve's name (the kind, or the run directory).
+        label: the curve's name: the kind, or the run directory's name, kind and epoch; its
+            first word heads the table's column.
         mean_loss: ``‖∂L/∂H_t‖_F`` for ``L`` the mean cross-entropy over every step.
         last_loss: ``‖∂ℓ_T/∂H_t‖_F`` for ``ℓ_T`` the last step's mean cross-entropy alone.
     """
@@ -98,7 +100,7 @@ def hidden_gradient_norms(
 
 def minibatch(
     batch_size: int, num_steps: int, seed: int, path: str | None = None
-) -> tuple[np.ndarray, np.ndarray, object]:
+) -> tuple[np.ndarray, np.ndarray, Vocab]:
     """The first minibatch of sequential partitioning over the whole text, and the vocabulary."""
     loader, vocab = load_data_time_machine(batch_size, num_steps, max_tokens=-1, seed=seed,
                                            path=path)  # fmt: skip
@@ -129,7 +131,7 @@ def flows_of_runs(run_dirs: Sequence[str], num_steps: int, batch_size: int, seed
                 f"--from {run_dir}: its vocabulary is not the corpus's; pass the text it was "
                 f"trained on with --data"
             )
-        label = f"{ckpt.spec.kind} ({Path(run_dir).name}, epoch {ckpt.epoch})"
+        label = f"{Path(run_dir).resolve().name} ({ckpt.spec.kind}, epoch {ckpt.epoch})"
         flows.append(hidden_gradient_norms(ckpt.spec, ckpt.params, X, Y, label))
     return flows
 

@@ -80,7 +80,9 @@ def test_from_a_run_directory_reads_its_checkpoint(tmp_path: Path, capsys) -> No
     out = tmp_path / "trained.png"
     assert gradient_flow.main([*TINY, "--from", str(run), "--out", str(out)]) == 0
     assert out.is_file()
-    assert "trained (--from)" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"trained (--from), B = {B}, T = {T}:"
+    assert lines[2].split() == ["t", "gru-run", "gru-run"]  # the run's name heads its columns
 
 
 @pytest.mark.parametrize(
