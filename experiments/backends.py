@@ -123,6 +123,11 @@ class JaxBackend(Backend):
         self.device = rnn_jax.device_name(self._device)
         self.spec: ModelSpec | None = None
 
+    @property
+    def jax_device(self) -> Any:
+        """The ``jax.Device`` the runs are placed on (a population: its platform's devices)."""
+        return self._device
+
     def prepare(self, spec: ModelSpec, params: Params) -> Any:
         self.spec = spec
         return self._rnn_jax.to_jax(params, self._device)

@@ -65,13 +65,19 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
-    from experiments import flags
+    from experiments import flags, population
     from experiments.runner import RunStopped, start
 
     try:
         args = flags.build_parser(section).parse_args(argv)
         configs, resume = flags.configs_from_args(section, args, flags.command_line(section, argv))
-        checked = [start(config, resume) for config in configs]
+        _start_processes(args, configs)
+        checked = [
+            population.start(c, resume)
+            if isinstance(c, population.PopulationConfig)
+            else start(c, resume)
+            for c in configs
+        ]
     except ConfigError as err:
         return fail(prog, str(err))
     if stop():
@@ -79,17 +85,66 @@ def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.Stop
         return stop.exit_code
     try:
         for config, prepared in zip(configs, checked, strict=True):
-            if len(configs) > 1:
-                print(f"# {section}, iteration {config.iter}, {config.impl} -> {config.out}")
-            result = run_with_progress(config, prepared, stop=stop, resume=resume)
+            if isinstance(config, population.PopulationConfig):
+                result = run_population_with_progress(config, prepared, stop, resume)
+                where = f"population directory: {config.path}"
+            else:
+                if len(configs) > 1:
+                    print(f"# {section}, iteration {config.iter}, {config.impl} -> {config.out}")
+                result = run_with_progress(config, prepared, stop=stop, resume=resume)
+                where = f"run directory: {result.run_dir}"
             for line in result.report_lines():
                 print(line)
-            print(f"run directory: {result.run_dir}")
+            print(where)
     except ConfigError as err:
         return fail(prog, str(err))
     except RunStopped as err:
         return stopped(prog, err, stop)
     return 0
+
+
+def _start_processes(args: Any, configs: list[Any]) -> None:
+    """JAX's multi-process runtime, when ``--coordinator`` or ``$RNN_LM_COORDINATOR`` ask."""
+    import os
+
+    if not (args.coordinator or os.environ.get("RNN_LM_COORDINATOR")):
+        return
+    if any(getattr(c, "base", c).impl != "jax" or not hasattr(c, "members") for c in configs):
+        raise ConfigError(
+            "--coordinator: only --impl jax populations (--seeds, several --lr or --theta) "
+            "run across processes"
+        )
+    from rnn_jax.sharding import initialize
+
+    try:
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(
+            f"--coordinator: JAX's multi-process runtime did not start: {err}"
+        ) from None
+
+
+def run_population_with_progress(config: Any, prepared: Any, stop: Any, resume: bool) -> Any:
+    """:func:`run_population` with one progress bar for the whole population on stderr."""
+    from tqdm import tqdm
+
+    from experiments.population import run_population
+
+    base, members = config.base, config.members
+    sequential = base.impl != "jax"
+    total = base.num_epochs * (len(members) if sequential else 1)
+    desc = f"{base.section} {base.impl} {base.iter}, {len(members)} runs"
+    with tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, disable=None,
+              dynamic_ncols=True) as bar:  # fmt: skip
+
+        def on_epoch(*args: Any) -> None:
+            bar.update(1)
+            records = args[1] if isinstance(args[1], list) else [args[1]]
+            if records:
+                ppl = sorted(r.train_perplexity for r in records)[len(records) // 2]
+                bar.set_postfix({"median ppl": f"{ppl:.2f}"}, refresh=False)
+
+        return run_population(config, prepared, on_epoch, stop=stop, resume=resume)
 
 
 def run_with_progress(

@@ -3,13 +3,15 @@
     python -m experiments.compare                     # scratch RNN, 10 epochs, numpy/jax/torch
     python -m experiments.compare --section gru --gru-reset after --epochs 50
     python -m experiments.compare --impls numpy,jax   # without PyTorch
+    python -m experiments.compare --seeds 5           # every implementation over seeds 0-4
 
 Every implementation starts from the same ``init_params(spec, seed)`` and sees the same
 minibatches (the loader is seeded with the same seed), so the per-epoch perplexities agree to
 float32 rounding at first and drift apart slowly (float32 summation orders differ). Each run
 writes its own run directory ``DIR/<impl>``; the comparison adds ``compare.md`` (the table),
 ``compare.json`` and ``compare.png`` (train solid, validation dashed) to ``DIR``, by default
-``runs/compare-<section>-<iter>``.
+``runs/compare-<section>-<iter>``. With ``--seeds`` every implementation trains a population over
+the same seeds and the table compares distributions (:mod:`experiments.compare_seeds`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from experiments.config import (
     RunConfig,
     section_config,
 )
-from experiments.flags import Parser, add_run_flags, overrides_from_args
+from experiments.flags import Parser, add_run_flags, overrides_from_args, seed_count
 from experiments.plots import plot_comparison
 from experiments.records import RunResult
 from experiments.runner import RunStopped, run_experiment, start
@@ -107,13 +109,20 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--out", help="comparison directory (default runs/compare-<section>-<iter>)"
     )
-    add_run_flags(parser, None)
+    add_run_flags(parser, None, seeds=seed_count)
     return parser  # fmt: skip
 
 
-def configs_from_args(argv: Sequence[str] | None) -> tuple[Path, list[RunConfig]]:
-    """The comparison directory and one config per implementation."""
+def configs_from_args(
+    argv: Sequence[str] | None,
+) -> tuple[Path, list[RunConfig], list[int] | None]:
+    """The comparison directory, one config per implementation, and the seeds (or None)."""
     args = build_parser().parse_args(argv)
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("--seed and --seeds: give one of them")
+    for flag, values in (("--lr", args.lr), ("--theta", args.theta)):
+        if values is not None and len(values) > 1:
+            raise ConfigError(f"{flag}: compare runs one setting; give one value")
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     bad = [i for i in impls if i not in IMPLS]
     if bad or not impls or len(set(impls)) != len(impls):
@@ -134,7 +143,7 @@ def configs_from_args(argv: Sequence[str] | None) -> tuple[Path, list[RunConfig]
                                          "out": str(out / impl)})
         for impl in impls
     ]  # fmt: skip
-    return out, configs
+    return out, configs, args.seeds
 
 
 def compare(
@@ -175,20 +184,31 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; the exit codes of the section scripts (:mod:`experiments.cli`)."""
-    from experiments.cli import run_with_progress
+    from experiments import compare_seeds
+    from experiments.cli import run_population_with_progress, run_with_progress
 
     prog = "experiments.compare"
     with signals.catching(prog) as stop:
         try:
-            out, configs = configs_from_args(argv)
-            comparison = compare(
-                out,
-                configs,
-                run=lambda config, prepared: run_with_progress(
-                    config, prepared, f"[{config.impl}] ", stop=stop
-                ),
-                overwrite=configs[0].overwrite,
-            )
+            out, configs, seeds = configs_from_args(argv)
+            if seeds is None:
+                comparison = compare(
+                    out,
+                    configs,
+                    run=lambda config, prepared: run_with_progress(
+                        config, prepared, f"[{config.impl}] ", stop=stop
+                    ),
+                    overwrite=configs[0].overwrite,
+                )
+            else:
+                if out.is_dir() and (out / TABLE).exists() and not configs[0].overwrite:
+                    raise ConfigError(f"comparison directory {out} already holds {TABLE}: "
+                                      f"pass --overwrite or choose --out")  # fmt: skip
+                comparison = compare_seeds.compare_seeds(
+                    out,
+                    compare_seeds.populations(out, configs, seeds),
+                    lambda pc, prepared: run_population_with_progress(pc, prepared, stop, False),
+                )
         except ConfigError as err:
             return fail(prog, str(err))
         except RunStopped as err:

@@ -161,11 +161,14 @@ def section_config(name: str, **overrides: Any) -> RunConfig:
     return config
 
 
-def default_run_dir(section: str, iter_: str, impl: str, named: bool = False) -> str:
-    """``runs/<section>[-<iter>]-<impl>``; the iteration is named when ``named``, when the
-    section runs several by default, or when it is not ``seq``."""
+def default_run_dir(
+    section: str, iter_: str, impl: str, named: bool = False, population: bool = False
+) -> str:
+    """``runs/<section>[-<iter>]-<impl>[-pop]``; the iteration is named when ``named``, when the
+    section runs several by default, or when it is not ``seq``; ``-pop`` for a population."""
     named = named or len(SECTIONS[section].iters) > 1 or iter_ != "seq"
-    return f"runs/{section}-{iter_}-{impl}" if named else f"runs/{section}-{impl}"
+    name = f"runs/{section}-{iter_}-{impl}" if named else f"runs/{section}-{impl}"
+    return f"{name}-pop" if population else name
 
 
 def validate(config: RunConfig) -> None:

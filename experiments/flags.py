@@ -22,7 +22,6 @@ from experiments.config import (
     SECTIONS,
     TORCH_MODELS,
     ConfigError,
-    RunConfig,
     default_run_dir,
     section_config,
 )
@@ -58,12 +57,53 @@ FRACTION = _parsed(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 MAX_TOKENS = _parsed(int, lambda v: v >= 1 or v == -1, "an integer >= 1 or -1 (all)")
 
 
-def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
-    """The flags of one configuration (shared by the section scripts and ``compare``)."""
+def _seeds(text: str) -> list[int]:
+    """``0-4`` (a range, both ends included), ``0,3,7`` or ``5``: distinct integers >= 0."""
+    try:
+        values = []
+        for part in text.split(","):
+            low, sep, high = part.strip().partition("-")
+            values += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"must be seeds as 0-4, 0,3,7 or 5 (distinct integers >= 0), got {text!r}"
+        )
+    return values
+
+
+def _numbers(text: str) -> list[float]:
+    """``1`` or ``0.5,1,2``: finite numbers > 0, each once."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(is_positive(v) for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0, or several separated by commas, got {text!r}"
+        )
+    return values
+
+
+def seed_count(text: str) -> list[int]:
+    """``compare --seeds``: a count N (seeds 0 to N-1, at least 2), or seeds as ``--seeds``."""
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 2:
+            raise argparse.ArgumentTypeError(f"must be a count >= 2 of seeds, got {text!r}")
+        return list(range(count))
+    return _seeds(text)
+
+
+def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: Any = None) -> None:
+    """The flags of one configuration (shared by the section scripts and ``compare``, which
+    reads ``--seeds`` with its own ``seeds`` type)."""
     s = SECTIONS[section] if section else None
     book = f"the book's: {s.num_hiddens}" if s else "the section's"
     parser.add_argument("--epochs", type=POSITIVE, help="epochs (default 500, --quick 10)")
-    parser.add_argument("--lr", type=POSITIVE_NUMBER, help="learning rate (default the book's)")
+    parser.add_argument("--lr", type=_numbers, help="learning rate (default the book's); "
+                        "several (0.5,1,2) make a population")  # fmt: skip
     parser.add_argument("--hidden", type=POSITIVE, help=f"hidden units H (default {book})")
     parser.add_argument("--layers", type=POSITIVE, help="recurrent layers L")
     parser.add_argument(
@@ -71,6 +111,14 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
         type=NON_NEGATIVE,
         help="seed of the initial weights and of every minibatch (default 0)",
     )
+    parser.add_argument("--seeds", type=seeds or _seeds, metavar="0-4|0,3,7",
+                        help="a population: one run per seed (with every --lr and --theta); "
+                             "--impl jax trains them as one program")  # fmt: skip
+    parser.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="--impl jax across processes: the coordinator's address (or "
+                             "$RNN_LM_COORDINATOR; 'auto' on SLURM), docs/scaling.md")  # fmt: skip
+    parser.add_argument("--num-processes", type=POSITIVE, help="with --coordinator")
+    parser.add_argument("--process-id", type=NON_NEGATIVE, help="with --coordinator")
     parser.add_argument("--device", help="cpu, gpu, cuda or cuda:N (default: first GPU, else CPU)")
     parser.add_argument(
         "--quick",
@@ -89,7 +137,8 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None) -> None:
     parser.add_argument("--max-perplexity", type=POSITIVE_NUMBER, metavar="P",
                         help="stop as diverged when the training perplexity exceeds P (default "
                              "4 x the vocabulary size)")  # fmt: skip
-    parser.add_argument("--theta", type=POSITIVE_NUMBER, help="gradient clipping (default 1)")
+    parser.add_argument("--theta", type=_numbers, help="gradient clipping (default 1); several "
+                        "make a population")  # fmt: skip
     parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
     parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
     parser.add_argument(
@@ -147,13 +196,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "impl": getattr(args, "impl", None),
         "num_epochs": epochs,
-        "lr": args.lr,
+        "lr": _single(args.lr),
         "num_hiddens": args.hidden,
         "num_layers": args.layers,
         "seed": args.seed,
         "device": args.device,
         "overwrite": args.overwrite,
-        "theta": args.theta,
+        "theta": _single(args.theta),
         "batch_size": args.batch_size,
         "num_steps": args.num_steps,
         "max_tokens": args.max_tokens,
@@ -166,33 +215,60 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _single(values: list[float] | None) -> float | None:
+    return values[0] if values is not None and len(values) == 1 else None
+
+
+def is_population(args: argparse.Namespace) -> bool:
+    """Seeds, or several learning rates or thresholds, make a population."""
+    lists = [v for v in (args.lr, args.theta) if v is not None]
+    return args.seeds is not None or any(len(v) > 1 for v in lists)
+
+
 def configs_from_args(
     section: str, args: argparse.Namespace, command: str
-) -> tuple[list[RunConfig], bool]:
+) -> tuple[list[Any], bool]:
     """The runs of one parsed command line (two for ``--iter both``), and whether they resume.
 
-    With ``--resume DIR`` the one run is DIR's, from its checkpoint (:func:`resume_config`).
+    Each is a :class:`RunConfig`, or a :class:`PopulationConfig` for a population (``--seeds``,
+    or several ``--lr``/``--theta``). With ``--resume DIR`` the one run is DIR's, from its
+    checkpoint (:func:`resume_config`).
     """
+    from experiments.population import PopulationConfig, resume_population
     from experiments.runner import resume_config  # (heavy imports: after the signal handlers)
+    from numpy_ref.population import grid
 
     base = overrides_from_args(args)
+    population = is_population(args)
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("--seed and --seeds: give one of them")
     if args.resume is not None:
         given = {**base, "iter": args.iter, "out": args.out}
         if args.iter == "both":
             raise ConfigError("--resume continues one run directory: drop --iter both")
+        from experiments.rundir import is_population_dir
+
+        if is_population_dir(Path(args.resume)):
+            return [resume_population(args.resume, section, given)], True
         return [resume_config(args.resume, section, given)], True
     iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
     iters = ("seq", "random") if iter_ == "both" else (iter_,)
     base["command"] = command
     impl = base["impl"] or "numpy"
-    configs = []
+    configs: list[Any] = []
     for name in iters:
         out = args.out
-        if len(iters) > 1 and out is None:  # name each run's iteration
-            out = default_run_dir(section, name, impl, named=True)
+        if out is None:  # name each run's iteration
+            out = default_run_dir(section, name, impl, named=len(iters) > 1,
+                                  population=population)  # fmt: skip
         elif len(iters) > 1:
             out = str(Path(out) / name)
-        configs.append(section_config(section, iter=name, out=out, **base))
+        config = section_config(section, iter=name, out=out, **base)
+        if population:
+            members = grid(args.seeds or [config.seed], args.lr or [config.lr],
+                           args.theta or [config.theta])  # fmt: skip
+            config = PopulationConfig(config, tuple(members))
+        configs.append(config)
     return configs, False
 
 

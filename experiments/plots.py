@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from experiments.rundir import save_figure
@@ -142,5 +143,55 @@ def plot_comparison(
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(names) > 1:
         bottom.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_spread(
+    histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]],
+    path: str | os.PathLike[str],
+    title: str,
+) -> None:
+    """Populations: per epoch, the median and the min-max band of the runs' train perplexity
+    (solid, filled) and validation perplexity (dashed), one colour per setting.
+
+    Args:
+        histories: per setting (a label, e.g. ``(lr, theta)`` or an implementation's name), the
+            runs' ``metrics.jsonl`` records.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_title(title, fontsize=10)
+    for i, (setting, runs) in enumerate(histories.items()):
+        label = (f"lr {setting[0]:g}, θ {setting[1]:g}" if isinstance(setting, tuple)
+                 else str(setting))  # fmt: skip
+        for key, style in (("train_perplexity", "-"), ("val_perplexity", "--")):
+            epochs = min(len(r) for r in runs)
+            values = np.full((len(runs), epochs), np.nan)
+            for k, run in enumerate(runs):
+                for e, record in enumerate(run[:epochs]):
+                    v = record.get(key)
+                    values[k, e] = np.nan if v is None else float(v)
+            values[~np.isfinite(values)] = np.nan
+            if np.isnan(values).all():
+                continue
+            x = np.arange(1, epochs + 1)
+            median = np.nanmedian(values, axis=0)
+            name = f"{label} ({len(runs)} runs)" if key == "train_perplexity" else None
+            ax.plot(x, median, style, color=f"C{i}", linewidth=1.2, label=name)
+            ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                            color=f"C{i}", alpha=0.2, linewidth=0)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity (median, min-max)")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

@@ -38,6 +38,8 @@ CHECKPOINT = "checkpoint.npz"
 RUN_FILES = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT)
 STAGING = ".incoming"
 RUN_FORMAT = "rnn-lm run"  # config.json's "format"
+POPULATION = "population.json"  # a population's directory: its members, one run directory each
+POPULATION_FORMAT = "rnn-lm population"
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -94,16 +96,27 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run of this project: a ``config.json`` of a run."""
+def _read_json(path: Path) -> Any:
     try:
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def is_population_dir(path: Path) -> bool:
+    """Whether ``path`` holds a population of this project (``population.json``)."""
+    found = _read_json(path / POPULATION)
+    return isinstance(found, dict) and found.get("format") == POPULATION_FORMAT
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run of this project: a ``config.json`` of a run, or a population."""
+    config = _read_json(path / CONFIG)
     legacy = {"section", "impl", "num_epochs"}  # run directories written before "format"
-    return isinstance(config, dict) and (
+    single = isinstance(config, dict) and (
         config.get("format") == RUN_FORMAT or legacy <= set(config)
     )
+    return single or is_population_dir(path)
 
 
 def _has_content(path: Path) -> bool:
@@ -143,15 +156,20 @@ class RunDir:
             result); else straight into ``path``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], staged: bool) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], staged: bool, names: tuple[str, ...] = RUN_FILES
+    ) -> None:
         self.path = Path(path)
         self.staged = staged
+        self.names = names  # what the run owns, the checkpoint first (files or folders)
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], overwrite: bool) -> RunDir:
+    def create(
+        cls, path: str | os.PathLike[str], overwrite: bool, names: tuple[str, ...] | None = None
+    ) -> RunDir:
         """Check ``path`` (:func:`check_run_dir`), create it, prove it writable."""
         path = check_run_dir(path, overwrite)
-        run = cls(path, staged=_has_content(path))
+        run = cls(path, staged=_has_content(path), names=names or (CHECKPOINT, *RUN_FILES))
         try:
             shutil.rmtree(path / STAGING, ignore_errors=True)  # a crashed run's leftovers
             run.folder.mkdir(parents=True, exist_ok=True)
@@ -182,12 +200,14 @@ class RunDir:
         if not self.staged:
             return
         staged = self.folder
-        names = [CHECKPOINT, *(n for n in RUN_FILES if n != CHECKPOINT)]
-        for name in names:
+        for name in dict.fromkeys(self.names):
+            old = self.path / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
             if (staged / name).exists():
-                os.replace(staged / name, self.path / name)
+                os.replace(staged / name, old)
             else:
-                (self.path / name).unlink(missing_ok=True)
+                old.unlink(missing_ok=True)
         shutil.rmtree(staged, ignore_errors=True)
         self.staged = False
 

@@ -22,6 +22,7 @@ after that epoch, so the continuation is bit-identical on the same device.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -386,3 +387,20 @@ def _diverged(run: rundir.RunDir, config: RunConfig, saved_epoch: int, epoch: in
         f"--max-perplexity {limit:g}{why}; {kept}. Lower --lr (now {config.lr:g}) or --theta "
         f"(now {config.theta:g})."
     )
+
+
+def load_finished(path: str | Path) -> RunResult | None:
+    """The result of a finished run read back from its directory (None if it has not finished:
+    no ``summary.json``, or files that do not read)."""
+    path = Path(path)
+    try:
+        summary = json.loads((path / rundir.SUMMARY).read_text(encoding="utf-8"))
+        config = RunConfig.from_dict(json.loads((path / rundir.CONFIG).read_text("utf-8")))
+        history = [EpochRecord.from_dict(r) for r in rundir.read_metrics(path / rundir.METRICS)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not history or len(history) != summary.get("epochs"):
+        return None
+    result = RunResult(config, path, summary.get("device", ""), history)
+    result.predictions, result.summary = summary.get("predictions", {}), summary
+    return result

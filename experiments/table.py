@@ -2,12 +2,14 @@
 
     python -m experiments.table runs/*
 
-Each argument is a run directory, or a folder whose sub-folders are run directories (``--iter
-both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows are sorted
-by book section, iteration and implementation; the last column is the command that made the row.
-Perplexities are the last epoch's; tokens/s is the
-last epoch's, as the book prints it, followed by the median over all epochs in brackets (robust to
-the first epoch's compilation and to a busy machine).
+Each argument is a run directory, a population's directory, or a folder whose sub-folders are
+(``--iter both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows
+are sorted by book section, iteration, implementation and setting; the last column is the command
+that made the row. A single run's perplexities are its last epoch's (train ppl, as the book prints
+it) and the median over its last 10% of epochs (late ppl, robust to the spikes of lr 1); a
+population's are ``mean ± sd (n)`` over its runs, one row per (lr, theta). tokens/s is a single
+run's last epoch's, followed by the median over all epochs in brackets (robust to the first
+epoch's compilation and to a busy machine); a population's is its throughput in all.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Any
 from experiments.config import IMPLS, ITERS, SECTIONS
 from experiments.rundir import METRICS, SUMMARY, read_metrics
 
-COLUMNS = ("section", "impl", "iter", "epochs", "train ppl", "val ppl", "best val ppl (epoch)",
-           "tokens/s (median)",
-           "device", "machine", "date", "command")  # fmt: skip
+COLUMNS = ("section", "impl", "iter", "lr, θ", "runs", "epochs", "train ppl", "late ppl",
+           "val ppl", "best val ppl (epoch)", "tokens/s (median)", "device", "machine", "date",
+           "command")  # fmt: skip
 
 
 def find_summaries(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -51,13 +53,14 @@ def load_summary(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read as JSON ({err}); rerun that experiment") from None
     if not isinstance(summary, dict):
         raise ValueError(f"{path} is not a run summary (not a JSON object)")
-    missing = [
-        k for k in ("section", "impl", "iter", "epochs", "train_perplexity") if k not in summary
-    ]
+    needed = ("section", "impl", "iter", "epochs")
+    needed += ("settings",) if summary.get("kind") == "population" else ("train_perplexity",)
+    missing = [k for k in needed if k not in summary]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: it is not a run summary")
     try:
-        summary["best_val"] = best_validation(path.parent / METRICS)
+        if summary.get("kind") != "population":
+            summary["best_val"] = best_validation(path.parent / METRICS)
     except (OSError, ValueError) as err:
         raise ValueError(f"{err}; rerun that experiment or delete the folder") from None
     return summary
@@ -95,28 +98,56 @@ def _number(value: Any, spec: str) -> str:
     return "-" if value is None else format(float(value), spec)
 
 
+def _spread(d: dict[str, Any]) -> str:
+    return "-" if not d.get("n") else f"{d['mean']:.2f} ± {d['sd']:.2f} ({d['n']})"
+
+
+def rows(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The table cells of a run (one row) or of a population (one row per setting)."""
+    s = summary
+    book = s.get("book_section")
+    common = {
+        "section": f"{book} {s['section']}" if book else s["section"],
+        "impl": s["impl"] + (f" ({s['torch_model']})" if s.get("torch_model") else ""),
+        "iter": s["iter"],
+        "epochs": str(s["epochs"]),
+        "device": s.get("device") or "-",
+        "machine": str(s.get("machine") or "-").replace("|", "/"),
+        "date": (s.get("date") or "-")[:10],
+        "command": f"`{s['command']}`" if s.get("command") else "-",
+    }
+    if s.get("kind") != "population":
+        lr, theta = s.get("lr"), s.get("theta")
+        return [{
+            **common,
+            "lr, θ": "-" if lr is None else f"{lr:g}, {theta:g}",
+            "runs": "1",
+            "train ppl": _number(s["train_perplexity"], ".2f"),
+            "late ppl": _number(s.get("train_perplexity_late_median"), ".2f"),
+            "val ppl": _number(s.get("val_perplexity"), ".2f"),
+            "best val ppl (epoch)": (f"{s['best_val'][0]:.2f} ({s['best_val'][1]})"
+                                     if s.get("best_val") else "-"),
+            "tokens/s (median)": f"{_number(s.get('tokens_per_sec'), '.1f')} "
+                                 f"({_number(s.get('tokens_per_sec_median'), '.1f')})",
+        }]  # fmt: skip
+    return [{
+        **common,
+        "lr, θ": f"{setting['lr']:g}, {setting['theta']:g}",
+        "runs": str(setting["train_perplexity"]["n"]),
+        "train ppl": _spread(setting["train_perplexity"]),
+        "late ppl": _spread(setting["train_perplexity_late_median"]),
+        "val ppl": _spread(setting["val_perplexity"]),
+        "best val ppl (epoch)": "-",
+        "tokens/s (median)": _number(s.get("tokens_per_sec"), ".1f"),
+    } for setting in s["settings"]]  # fmt: skip
+
+
 def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """One row per run, in the order of :data:`COLUMNS`."""
+    """One row per run or population setting, in the order of :data:`COLUMNS`."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for s in sorted(summaries, key=_order):
-        book = s.get("book_section")
-        section = f"{book} {s['section']}" if book else s["section"]
-        cells = [
-            section,
-            s["impl"] + (f" ({s['torch_model']})" if s.get("torch_model") else ""),
-            s["iter"],
-            str(s["epochs"]),
-            _number(s["train_perplexity"], ".2f"),
-            _number(s.get("val_perplexity"), ".2f"),
-            f"{s['best_val'][0]:.2f} ({s['best_val'][1]})" if s.get("best_val") else "-",
-            f"{_number(s.get('tokens_per_sec'), '.1f')} "
-            f"({_number(s.get('tokens_per_sec_median'), '.1f')})",
-            s.get("device", "-"),
-            str(s.get("machine", "-")).replace("|", "/"),
-            s.get("date", "-")[:10],
-            f"`{s['command']}`" if s.get("command") else "-",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for row in rows(s):
+            lines.append("| " + " | ".join(row[c] for c in COLUMNS) + " |")
     return "\n".join(lines)
 
 

@@ -168,9 +168,10 @@ def _mean_cross_entropy(logits: Array, Y: Array) -> Array:
     return -jnp.mean(picked)
 
 
-def _loss(
+def mean_loss(
     params: Params, spec: ModelSpec, X: Array, Y: Array, state: State, grad_mode: str
 ) -> tuple[Array, State]:
+    """The un-jitted mean cross-entropy over the B*T positions: ``(loss (), state)``."""
     logits, state = apply(spec, params, X, state, grad_mode)
     return _mean_cross_entropy(logits, Y), state
 
@@ -182,7 +183,7 @@ def loss_and_grads_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
     sequential epoch starts from its value only (truncated BPTT).
     """
     check_grad_mode(grad_mode)
-    value_and_grad = jax.value_and_grad(_loss, has_aux=True)
+    value_and_grad = jax.value_and_grad(mean_loss, has_aux=True)
 
     def fn(params: Params, X: Array, Y: Array, state: State) -> tuple[Array, Params, State]:
         (loss, new_state), grads = value_and_grad(params, spec, X, Y, state, grad_mode)
@@ -214,7 +215,7 @@ def _loss_and_grads_jit(
 def _loss_jit(
     spec: ModelSpec, params: Params, X: Array, Y: Array, state: State
 ) -> tuple[Array, State]:
-    return _loss(params, spec, X, Y, state, "autodiff")
+    return mean_loss(params, spec, X, Y, state, "autodiff")
 
 
 def forward_loss(

@@ -36,6 +36,33 @@ TrainStep = Callable[
 ]
 
 
+def train_step_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Callable[..., Any]:
+    """The un-jitted training step with the learning rate and the threshold as arguments.
+
+    ``step(params, opt_state, X, Y, state, lr, theta) -> (params, opt_state, loss, state,
+    grad_norm)``: loss and gradients, ``optax.clip_by_global_norm(theta)``, ``optax.sgd(lr)``.
+    ``lr`` and ``theta`` may be traced values (one compiled program for many of them, as a
+    population under ``jax.vmap`` needs); both transformations are stateless, so the optimiser
+    state does not depend on them.
+    """
+    check_grad_mode(grad_mode)
+    loss_and_grads = loss_and_grads_fn(spec, grad_mode)
+
+    def step(params, opt_state, X, Y, state, lr, theta):
+        loss, grads, state = loss_and_grads(params, X, Y, state)
+        optimizer = optax.chain(optax.clip_by_global_norm(theta), optax.sgd(lr))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss, state, optax.tree.norm(grads)
+
+    return step
+
+
+def init_opt_state(params: Params) -> Any:
+    """The optimiser state of :func:`train_step_fn` (empty: clipping and plain SGD keep none)."""
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0)).init(params)
+
+
 @lru_cache(maxsize=64)
 def make_train_step(
     spec: ModelSpec, lr: float, theta: float, grad_mode: str = "bptt"
@@ -55,18 +82,13 @@ def make_train_step(
         ``opt_state`` are donated: do not use them after the call.
         Cached: the same arguments give the same (already compiled) functions.
     """
-    check_grad_mode(grad_mode)
     loops.check_rates(lr, theta)
-    optimizer = optax.chain(optax.clip_by_global_norm(theta), optax.sgd(lr))
-    loss_and_grads = loss_and_grads_fn(spec, grad_mode)
+    step = train_step_fn(spec, grad_mode)
 
-    def step(params, opt_state, X, Y, state):
-        loss, grads, state = loss_and_grads(params, X, Y, state)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, loss, state, optax.tree.norm(grads)
+    def fixed(params, opt_state, X, Y, state):
+        return step(params, opt_state, X, Y, state, lr, theta)
 
-    return optimizer.init, jax.jit(step, donate_argnums=(0, 1))
+    return init_opt_state, jax.jit(fixed, donate_argnums=(0, 1))
 
 
 def _zero_state(spec: ModelSpec, params: Params, device: Any) -> Callable[[int], State]:

@@ -1,0 +1,284 @@
+"""Populations of runs: seeds x learning rates x thetas in one command, results as distributions.
+
+A population's directory holds ``population.json`` (its settings and members), one run directory
+per member (``seed3-lr1-theta1/``, a run like any other: config, metrics, checkpoint, summary),
+and, once the members are done, ``summary.json`` (per setting (lr, theta): n, mean, standard
+deviation, min and max of the final train and validation perplexity and of the median over the
+last 10% of epochs; the aggregate tokens/s) and ``spread.png`` (per epoch and setting: the
+median and the min-max band of the members).
+
+``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.population`,
+driven by :mod:`experiments.population_jax`); numpy and torch run the members one after another,
+each the single run with its settings. Both are durable as single runs are: ``--resume DIR``
+continues a population (finished members are kept as they are).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments import rundir
+from experiments.config import SECTIONS, ConfigError, RunConfig
+from experiments.records import EpochRecord, RunResult, late_median
+from experiments.stats import Spread
+from numpy_ref.population import Member
+
+SUMMARY_KIND = "population"
+SPREAD = "spread.png"
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """A population: the settings every member shares (``base``, whose ``out`` is the
+    population's directory) and its members (seed, lr, theta)."""
+
+    base: RunConfig
+    members: tuple[Member, ...]
+
+    def member_config(self, member: Member) -> RunConfig:
+        return replace(self.base, seed=member.seed, lr=member.lr, theta=member.theta,
+                       out=str(Path(self.base.out) / member.name))  # fmt: skip
+
+    @property
+    def path(self) -> Path:
+        return Path(self.base.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": rundir.POPULATION_FORMAT,
+            "config": self.base.to_dict(),
+            "members": [{"seed": m.seed, "lr": m.lr, "theta": m.theta, "name": m.name}
+                        for m in self.members],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PopulationConfig:
+        members = tuple(Member(int(m["seed"]), float(m["lr"]), float(m["theta"]))
+                        for m in d["members"])  # fmt: skip
+        return cls(RunConfig.from_dict(d["config"]), members)
+
+
+@dataclass
+class PopulationResult:
+    """What a population produced: one :class:`RunResult` per finished member, the diverged
+    members' names, and the aggregate summary."""
+
+    config: PopulationConfig
+    results: dict[str, RunResult] = field(default_factory=dict)
+    diverged: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    tokens_per_sec: float = 0.0  # the whole population's, median over epochs
+
+    def report_lines(self) -> list[str]:
+        if not self.summary:  # a process other than the first, across processes
+            return [f"this process's members are written; the first process sums the "
+                    f"population up in {self.config.path / rundir.SUMMARY}"]  # fmt: skip
+        lines = []
+        for setting in self.summary.get("settings", []):
+            train, late = setting["train_perplexity"], setting["train_perplexity_late_median"]
+            val = setting["val_perplexity"]
+            line = (f"lr {setting['lr']:g}, theta {setting['theta']:g}: final perplexity "
+                    f"{Spread(**train).text()}, median of the last 10% "
+                    f"{Spread(**late).text()}")  # fmt: skip
+            if val["n"]:
+                line += f", validation {Spread(**val).text()}"
+            lines.append(line)
+        lines.append(f"{self.tokens_per_sec:.1f} tokens/sec in all ({self.config.base.impl})")
+        if self.diverged:
+            lines.append(f"diverged: {', '.join(self.diverged)}")
+        return lines
+
+
+def aggregate(pc: PopulationConfig, results: dict[str, RunResult],
+              diverged: Sequence[str], tokens_per_sec: float) -> dict[str, Any]:  # fmt: skip
+    """``summary.json`` of a population: per setting, the spread of its finished members."""
+    by_setting: dict[tuple[float, float], list[RunResult]] = defaultdict(list)
+    for member in pc.members:
+        if member.name in results:
+            by_setting[member.setting].append(results[member.name])
+    settings = []
+    for (lr, theta), runs in by_setting.items():
+        vals = [r.final.val_perplexity for r in runs if r.final.val_perplexity is not None]
+        settings.append({
+            "lr": lr, "theta": theta,
+            "seeds": [r.config.seed for r in runs],
+            "train_perplexity": Spread.of([r.final.train_perplexity for r in runs]).to_dict(),
+            "val_perplexity": Spread.of(vals).to_dict(),
+            "train_perplexity_late_median": Spread.of(
+                [late_median([h.train_perplexity for h in r.history]) for r in runs]).to_dict(),
+        })  # fmt: skip
+    base, first = pc.base, next(iter(results.values()), None)
+    section = SECTIONS[base.section]
+    return {
+        "kind": SUMMARY_KIND,
+        "section": base.section,
+        "book_section": section.book,
+        "title": section.title,
+        "impl": base.impl,
+        "iter": base.iter,
+        "epochs": base.num_epochs,
+        "members": [m.name for m in pc.members],
+        "diverged": list(diverged),
+        "settings": settings,
+        "tokens_per_sec": tokens_per_sec,
+        "device": first.summary.get("device") if first else None,
+        "machine": first.summary.get("machine") if first else None,
+        "versions": first.summary.get("versions") if first else None,
+        "torch_model": first.summary.get("torch_model") if first else None,
+        "date": first.summary.get("date") if first else None,
+        "command": base.command,
+    }
+
+
+def finish(pc: PopulationConfig, results: dict[str, RunResult], diverged: Sequence[str],
+           tokens_per_sec: float, folder: Path) -> PopulationResult:  # fmt: skip
+    """Write the aggregate ``summary.json`` and ``spread.png`` into ``folder``."""
+    from experiments.plots import plot_spread
+
+    result = PopulationResult(pc, results, list(diverged), tokens_per_sec=tokens_per_sec)
+    result.summary = aggregate(pc, results, diverged, tokens_per_sec)
+    rundir.write_json(folder / rundir.SUMMARY, result.summary)
+    histories = defaultdict(list)
+    for member in pc.members:
+        if member.name in results:
+            histories[member.setting].append([h.to_dict() for h in results[member.name].history])
+    section = SECTIONS[pc.base.section]
+    plot_spread(histories, folder / SPREAD, f"d2l {section.book} {section.title}: {pc.base.impl}, "
+                f"{pc.base.iter}, {len(results)} runs")  # fmt: skip
+    return result
+
+
+def run_sequential(
+    pc: PopulationConfig,
+    on_epoch: Callable[[str, EpochRecord], None] | None,
+    stop: Callable[[], bool] | None,
+    resume: bool,
+    checked: Any,
+) -> PopulationResult:
+    """numpy and torch: the members one after another, each a durable single run."""
+    from experiments.runner import Data, RunDiverged, load_finished, run_experiment
+    from numpy_ref.data import SeqDataLoader
+
+    backend, data = checked
+
+    folder = pc.path
+    folder.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(folder / rundir.POPULATION, pc.to_dict())
+    results, diverged, speeds = {}, [], []
+    for member in pc.members:
+        config = pc.member_config(member)
+        path = Path(config.out)
+        finished = load_finished(path) if resume else None
+        if finished is not None:
+            results[member.name] = finished
+            continue
+        member_resume = resume and (path / rundir.CHECKPOINT).is_file()
+        if member_resume:
+            from experiments.runner import resume_config
+
+            config = resume_config(path, config.section, {})
+        loader = SeqDataLoader(
+            data.train.corpus,
+            config.batch_size,
+            config.num_steps,
+            config.loader_random,
+            config.seed,
+        )  # the member's own minibatches
+        try:
+            result = run_experiment(
+                config,
+                None if on_epoch is None else (lambda r, name=member.name: on_epoch(name, r)),
+                checked=(backend, Data(loader, data.val_corpus, data.vocab)),
+                stop=stop,
+                resume=member_resume,
+            )
+        except RunDiverged:
+            diverged.append(member.name)
+            continue
+        results[member.name] = result
+        speeds.append(result.summary["tokens_per_sec_median"])
+    return finish(pc, results, diverged, float(np.median(speeds)) if speeds else 0.0, folder)
+
+
+def check(pc: PopulationConfig, resume: bool) -> None:
+    """The population's directory, before anything runs."""
+    path = pc.path
+    if resume:
+        if not rundir.is_population_dir(path):
+            raise ConfigError(f"--resume {path}: no {rundir.POPULATION} there: nothing to resume")
+        return
+    rundir.check_run_dir(path, pc.base.overwrite)
+    names = [m.name for m in pc.members]
+    if len(set(names)) != len(names):
+        raise ConfigError("--seeds/--lr/--theta name some member twice: give distinct values")
+
+
+def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> PopulationConfig:
+    """The population saved in ``path`` with the changes ``--resume`` allows (as a single run's,
+    :func:`experiments.runner.resume_config`)."""
+    import json
+
+    from experiments.runner import RESUMABLE
+
+    path = Path(path)
+    try:
+        pc = PopulationConfig.from_dict(
+            json.loads((path / rundir.POPULATION).read_text(encoding="utf-8"))
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"--resume {path}: {rundir.POPULATION} is damaged ({err})") from None
+    if pc.base.section != section:
+        raise ConfigError(
+            f"--resume {path} is a {pc.base.section} population: resume it with "
+            f"python -m experiments.{pc.base.section} --resume {path}"
+        )
+    member_values = {"seed", "lr", "theta"}
+    for name, value in given.items():
+        if value is None or name in RESUMABLE or name in ("out", "command", "overwrite"):
+            continue
+        if name not in member_values and getattr(pc.base, name) != value:
+            raise ConfigError(
+                f"--resume {path}: {name} {value!r} conflicts with the population's {name} "
+                f"{getattr(pc.base, name)!r}; a resumed run keeps its settings: drop the flag"
+            )
+    changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
+    return PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
+                            pc.members)  # fmt: skip
+
+
+def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
+    """A population's checks before anything runs: settings, its directory, the implementation,
+    the corpus, and the memory of every member at once."""
+    from experiments.backends import make_backend
+    from experiments.config import validate
+    from experiments.runner import check_memory, load_data
+
+    validate(pc.base)
+    check(pc, resume)
+    backend = make_backend(pc.base)
+    data = load_data(pc.base)
+    members = len(pc.members) if pc.base.impl == "jax" else 1
+    check_memory(pc.base, len(data.vocab), members)
+    return backend, data
+
+
+def run_population(
+    pc: PopulationConfig,
+    checked: Any,
+    on_epoch: Callable[..., None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+) -> PopulationResult:
+    """Train every member: as one JAX program, or one after another (numpy, torch)."""
+    backend, data = checked
+    if pc.base.impl == "jax":
+        from experiments.population_jax import run_jax_population
+
+        return run_jax_population(pc, backend, data, on_epoch, stop, resume)
+    return run_sequential(pc, on_epoch, stop, resume, checked)

@@ -1,0 +1,192 @@
+"""Devices and hosts: one mesh for populations (a ``member`` axis) and for data parallelism (a
+``batch`` axis), JAX's multi-process runtime, and the arrays each process feeds.
+
+Letters: M members, B batch.
+
+- A population's arrays carry a leading member axis; it is split over the mesh's ``member`` axis
+  (``P("member")``): every device trains its own members and no device talks to another.
+- Data parallelism of one model splits the rows of a minibatch over the ``batch`` axis
+  (``P("batch")`` for ``X``, ``Y`` (B, T) and ``P(None, "batch")`` for the state (L, B, H)); the
+  parameters are replicated, and XLA inserts the reduction of the gradients over devices.
+- Across hosts, :func:`initialize` starts JAX's multi-process runtime (``jax.distributed``); the
+  mesh then spans every process's devices, and each process builds the global arrays from the rows
+  it holds (:func:`global_array`) and reads back its own rows (:func:`local_rows`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MEMBER, BATCH = "member", "batch"
+ENV = {  # the usual variables of a launcher (SLURM sets its own; see docs/scaling.md)
+    "coordinator": "RNN_LM_COORDINATOR",
+    "num_processes": "RNN_LM_NUM_PROCESSES",
+    "process_id": "RNN_LM_PROCESS_ID",
+}
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Start JAX's multi-process runtime when asked to; returns whether it runs.
+
+    The arguments come from flags, else from ``$RNN_LM_COORDINATOR`` (``host:port``),
+    ``$RNN_LM_NUM_PROCESSES`` and ``$RNN_LM_PROCESS_ID``; with none of them set this is a
+    single-process run and nothing happens (on a SLURM or TPU cluster, ``jax.distributed``
+    finds them itself: set ``$RNN_LM_COORDINATOR=auto``). On CPUs the processes exchange data
+    through gloo.
+    """
+    coordinator = coordinator or os.environ.get(ENV["coordinator"])
+    if coordinator is None:
+        return False
+    if num_processes is None and os.environ.get(ENV["num_processes"]):
+        num_processes = int(os.environ[ENV["num_processes"]])
+    if process_id is None and os.environ.get(ENV["process_id"]):
+        process_id = int(os.environ[ENV["process_id"]])
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    return True
+
+
+def make_mesh(members: int = 0, batch: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+    """A mesh of ``(members, batch)`` devices over ``devices`` (default: every device of every
+    process); ``members=0`` takes all the devices the batch axis leaves."""
+    devices = list(jax.devices() if devices is None else devices)
+    if batch < 1 or len(devices) % batch:
+        raise ValueError(f"a batch axis of {batch} does not divide the {len(devices)} devices")
+    members = members or len(devices) // batch
+    if members * batch > len(devices):
+        raise ValueError(
+            f"a mesh of {members} x {batch} devices needs {members * batch}, "
+            f"JAX sees {len(devices)}: {devices}"
+        )
+    grid = np.array(devices[: members * batch]).reshape(members, batch)
+    return Mesh(grid, (MEMBER, BATCH))
+
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis over the ``member`` axis, the rest whole (params, states, batches, rates)."""
+    return NamedSharding(mesh, P(MEMBER))
+
+
+def padded_count(count: int, mesh: Mesh) -> int:
+    """The member count rounded up to a multiple of the ``member`` axis (padding members)."""
+    size = mesh.shape[MEMBER]
+    return -(-count // size) * size
+
+
+def local_member_range(count: int, mesh: Mesh) -> range:
+    """The members whose rows this process holds (all of them in a single process).
+
+    The member axis is split evenly over the mesh's devices in order; a process holds the rows
+    of its addressable devices, which must be contiguous (they are with :func:`make_mesh`).
+    """
+    per_device = count // mesh.shape[MEMBER]
+    mine = [i for i, row in enumerate(mesh.devices) if row[0].process_index == jax.process_index()]
+    if not mine:
+        return range(0)
+    if mine != list(range(mine[0], mine[-1] + 1)):
+        raise ValueError("this process's devices are not contiguous on the member axis")
+    return range(mine[0] * per_device, (mine[-1] + 1) * per_device)
+
+
+def global_array(local: Any, sharding: NamedSharding, global_shape: tuple[int, ...]) -> jax.Array:
+    """The global array of which this process holds the rows ``local`` (along the sharded axis).
+
+    In a single process this is ``jax.device_put(local, sharding)``.
+    """
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local), global_shape)
+
+
+def local_rows(tree: Any) -> Any:
+    """This process's rows of arrays sharded on their leading axis, as NumPy, in order."""
+
+    def rows(x: jax.Array) -> np.ndarray:
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+        unique = {s.index[0].start: np.asarray(s.data) for s in shards}  # replicas once
+        return np.concatenate([unique[k] for k in sorted(unique)])
+
+    return jax.tree.map(rows, tree)
+
+
+# --- data parallelism of one model --------------------------------------------------------------
+
+
+def data_parallel_train_step(
+    spec: Any, lr: float, theta: float, mesh: Mesh, grad_mode: str = "bptt"
+) -> Any:
+    """The single run's training step (:func:`rnn_jax.training.train_step_fn`) with the rows of
+    every minibatch split over the mesh's ``batch`` axis and the parameters replicated.
+
+    ``step(params, opt_state, X (B, T), Y (B, T), state) -> (params, opt_state, loss, state,
+    grad_norm)``, B a multiple of the batch axis; XLA reduces the gradients over the devices.
+    """
+    from rnn_jax.training import train_step_fn
+
+    step = train_step_fn(spec, grad_mode)
+    whole, rows, state = (NamedSharding(mesh, p) for p in (P(), P(BATCH), P(None, BATCH)))
+
+    def fixed(params, opt_state, X, Y, s):
+        return step(params, opt_state, X, Y, s, lr, theta)
+
+    return jax.jit(
+        fixed,
+        in_shardings=(whole, whole, rows, rows, state),
+        out_shardings=(whole, whole, whole, state, whole),
+        donate_argnums=(0, 1),
+    )
+
+
+def data_parallel_train_epoch(
+    spec: Any,
+    params: Any,
+    loader: Any,
+    lr: float,
+    theta: float,
+    use_random_iter: bool,
+    mesh: Mesh,
+    grad_mode: str = "bptt",
+) -> tuple[Any, Any]:
+    """One epoch of one model, data-parallel over ``mesh``'s batch axis (numpy_ref's loop).
+
+    Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does.
+    """
+    from numpy_ref import loops
+    from numpy_ref.spec import param_dtype
+    from rnn_jax.spec import begin_state
+    from rnn_jax.training import init_opt_state
+
+    step = data_parallel_train_step(spec, lr, theta, mesh, grad_mode)
+    whole, rows, sharded_state = (NamedSharding(mesh, p) for p in (P(), P(BATCH), P(None, BATCH)))
+    params = jax.device_put(params, whole, may_alias=False)
+    dtype = param_dtype(params)
+
+    def one(carry, X, Y, state):
+        params, opt_state = carry
+        X, Y = jax.device_put(X, rows), jax.device_put(Y, rows)
+        params, opt_state, loss, state, norm = step(params, opt_state, X, Y, state)
+        return (params, opt_state), loss, state, norm
+
+    (params, _), stats = loops.run_epoch(
+        one,
+        (params, init_opt_state(params)),
+        loader,
+        lambda batch_size: begin_state(spec, batch_size, dtype, sharded_state),
+        use_random_iter,
+        sync=jax.block_until_ready,
+    )
+    return params, stats
