@@ -24,8 +24,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # pytest exits 5 when it collects no test; that is reported, not hidden, and not a failure of make.
+# The tests run on as many workers as the machine has cores (pytest-xdist).
 test: lint
-	@$(PY) -m pytest; rc=$$?; \
+	@$(PY) -m pytest -n auto; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 format: $(STAMP)

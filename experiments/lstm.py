@@ -14,15 +14,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from experiments import cli
-
 SECTION = "lstm"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the script with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from experiments import cli
+
     return cli.main(SECTION, argv)
 
 
 if __name__ == "__main__":
+    from experiments.signals import catch_early
+
+    catch_early()  # a Ctrl-C during the imports: one line and exit 130, never a traceback
     sys.exit(main())

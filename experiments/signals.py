@@ -37,6 +37,20 @@ class StopFlag:
         return 128 + (self.signum or signal.SIGINT)
 
 
+_EARLY = StopFlag()  # set by a signal that arrives before the command's block (catch_early)
+
+
+def catch_early() -> None:
+    """From the first instant of a command (before its imports), only record SIGINT and SIGTERM;
+    :func:`catching` then finds the flag already set and the command stops after start-up."""
+
+    def record(signum: int, frame: object) -> None:
+        _EARLY.signum = _EARLY.signum or signum
+
+    for s in SIGNALS:
+        signal.signal(s, record)
+
+
 @contextmanager
 def catching(prog: str) -> Iterator[StopFlag]:
     """Within the block, SIGINT and SIGTERM set the yielded flag (previous handlers restored).
@@ -44,6 +58,7 @@ def catching(prog: str) -> Iterator[StopFlag]:
     Outside the main thread (where handlers cannot be installed) the flag stays unset.
     """
     flag = StopFlag()
+    flag.signum = _EARLY.signum
 
     def handle(signum: int, frame: object) -> None:
         if flag.signum is not None:

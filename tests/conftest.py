@@ -8,14 +8,21 @@ everywhere the moment it is in the table. Import the constants and helpers with
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+# One BLAS/OpenMP thread per test process: the suite runs on one pytest-xdist worker per core, and
+# multithreaded BLAS on a busy machine is many times slower than one thread. Set before NumPy and
+# PyTorch are imported (they read it once); subprocesses inherit it.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from numpy_ref.cells import CELLS
-from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME
-from numpy_ref.spec import ModelSpec, flatten_params
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from numpy_ref.cells import CELLS  # noqa: E402
+from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME  # noqa: E402
+from numpy_ref.spec import ModelSpec, flatten_params  # noqa: E402
 
 # (kind, gru_reset) of every cell, and its name for test ids: rnn, gru_before, gru_after, lstm.
 VARIANTS = [(cell.kind, cell.reset or "before") for cell in CELLS.values()]

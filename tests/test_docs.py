@@ -10,9 +10,10 @@
 - ``make`` targets are read with ``make -n`` and the Python commands they run are run the same
   way; ``make test`` is this suite, so it is only checked to run pytest.
 
-Everything runs in one temporary folder per page, in the page's order, so the default ``runs/``
-directories land there and ``experiments.table runs/*`` finds the runs made before it. PyTorch
-commands are skipped when the optional extra is missing.
+Everything runs in one temporary folder per page, so the default ``runs/`` directories land there;
+each command runs on its own (the tests may run in any order, on several workers): a
+``--resume DIR`` or ``experiments.table runs/*`` line first makes the run it needs if it is not
+there. PyTorch commands are skipped when the optional extra is missing.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def command_lines(page: str) -> list[str]:
 def run_python_command(argv: list[str], capsys) -> None:
     assert argv[:2] == ["python", "-m"] and argv[2].startswith("experiments."), argv
     name = argv[2].split(".", 1)[1]
+    if name == "table" and not glob.glob("runs/*"):  # something to tabulate
+        importlib.import_module("experiments.gru").main([*RUN, "--out", "runs/gru-numpy"])
     args = [a for arg in argv[3:] for a in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
     needs_torch = "--impl" in args and args[args.index("--impl") + 1] == "torch"
     needs_torch |= name == "compare" and "--impls" not in args

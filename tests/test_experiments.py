@@ -159,7 +159,8 @@ def test_the_entry_point_exits_2_with_one_line() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "experiments.deep_rnn: error: argument --lr: must be a finite number > 0, got '0'"
+        "experiments.deep_rnn: error: argument --lr: must be a finite number > 0, or several "
+        "separated by commas, got '0'"
     ]
 
 
@@ -338,7 +339,7 @@ def test_table_collects_the_summaries(capsys: pytest.CaptureFixture[str], tmp_pa
     assert table.main([str(tmp_path / "b"), str(tmp_path / "a"), str(tmp_path / "c")]) == 0
     captured = capsys.readouterr()
     rows = captured.out.splitlines()
-    assert rows[0].startswith("| section | impl | iter | epochs | train ppl | val ppl |")
+    assert rows[0].startswith("| section | impl | iter | lr, θ | runs | epochs | train ppl |")
     assert [r.split(" | ")[0:3] for r in rows[2:]] == [
         ["| 8.5 rnn_scratch", "numpy", "seq"],
         ["| 8.5 rnn_scratch", "numpy", "random"],
