@@ -332,6 +332,16 @@ def check_writable(path: str) -> Path:
     return target
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"must be member counts as 1,4,16, got {text!r}")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = Parser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=DEFAULT_CONFIGS)
@@ -340,6 +350,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=NON_NEGATIVE, default=3, help="untimed steps first")
     parser.add_argument("--quick", action="store_true", help="--repeats 10 --warmup 1")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--population", metavar="1,4,16", type=_counts,
+                        help="instead: a population of each size against PyTorch's runs in turn "
+                             "(experiments/bench_population.py)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 10, 1
@@ -366,6 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     torch_text = "not installed" if env["torch"] is None else (
         f"{env['torch']} ({env['torch_threads']} threads, the default)")  # fmt: skip
     print(f"{versions}, torch {torch_text}; JAX on {env['jax_device']}")
+    if args.population:
+        from experiments import bench_population
+
+        print(f"B={BATCH} T={STEPS} V={VOCAB}, float32; {bench_population.CHUNK} training steps "
+              f"per call, median of {args.repeats} calls, interleaved\n")  # fmt: skip
+        results = bench_population.bench_populations(
+            args.configs, args.population, args.repeats, env["torch"] is not None
+        )
+        print(bench_population.format_table(results))
+        if args.json:
+            write_json(args.json, {"environment": env,
+                                   "population": [asdict(r) for r in results]})  # fmt: skip
+        return 0
     print(f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
           f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
           f"interleaved in blocks of {BLOCK} after {SETTLE} untimed\n")  # fmt: skip

@@ -1,0 +1,161 @@
+"""``bench --population 1,4,16``: a population's aggregate speed against PyTorch's runs in turn.
+
+For every configuration and member count M, on the same (B, T) = (32, 35) minibatches of V = 28:
+
+- ``jax-population``: one call of the population's compiled chunk (:mod:`rnn_jax.population`):
+  S = 8 training steps of M members at once (forward, backward, clipping, SGD, lr and theta per
+  member); aggregate tokens/s = M * S * B * T / seconds;
+- ``jax-single``: the single run's jitted step (``rnn_jax.make_train_step``), S steps per call
+  measured: what one member would get alone;
+- ``torch``: PyTorch's ``nn.*`` model stepped M * S times one after another (what M runs of the
+  book's PyTorch code cost); its tokens/s do not depend on M.
+
+Per member = aggregate / M, against the single run ("keeps the single run's per-member speed"
+when the ratio is at least 1); ``vs torch`` = the population's aggregate over PyTorch's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from experiments.bench import BATCH, CONFIGS, STEPS, VOCAB, measure, torch_concise_step
+
+CHUNK = 8  # training steps per population call
+
+
+@dataclass
+class PopulationResult:
+    config: str
+    members: int
+    population_tokens_per_sec: float  # aggregate
+    single_tokens_per_sec: float  # one member alone (the single run's step)
+    torch_tokens_per_sec: float | None  # M runs in turn
+
+    @property
+    def per_member(self) -> float:
+        return self.population_tokens_per_sec / self.members
+
+    @property
+    def vs_single(self) -> float:
+        return self.per_member / self.single_tokens_per_sec
+
+    @property
+    def vs_torch(self) -> float | None:
+        if self.torch_tokens_per_sec is None:
+            return None
+        return self.population_tokens_per_sec / self.torch_tokens_per_sec
+
+
+def population_step(spec: Any, members: int, device: Any = None) -> Any:
+    """One call of the population chunk: CHUNK steps of ``members`` members, until ready."""
+    import jax
+
+    from numpy_ref.population import stack
+    from numpy_ref.spec import init_params
+    from rnn_jax import population as pop
+    from rnn_jax.training import init_opt_state
+
+    rng = np.random.default_rng(0)
+    place = pop.Placement(None, members, range(members), device)
+    params = place.put(stack([init_params(spec, k) for k in range(members)]))
+    opt_state = jax.vmap(init_opt_state)(params)
+    Xs = rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS)).astype(np.int32)
+    Ys = rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS)).astype(np.int32)
+    batch = place.put((Xs, Ys, np.ones((CHUNK, members), bool)), axis=1)
+    reset = np.zeros(CHUNK, bool)
+    reset[0] = True
+    rates = place.put(np.ones(members, np.float32))
+    from numpy_ref.spec import begin_state
+
+    state = place.put(stack([begin_state(spec, BATCH)] * members))
+    run = pop.train_chunk(spec, "bptt")
+    carry = [params, opt_state, state]
+
+    def step() -> None:
+        params, opt_state, state, losses, _ = run(*carry, *batch, reset, rates, rates)
+        carry[:] = [params, opt_state, state]
+        losses.block_until_ready()
+
+    return step
+
+
+def single_steps(spec: Any, device: Any = None) -> Any:
+    """CHUNK steps of the single run's jitted step, until ready."""
+    import rnn_jax
+    from numpy_ref.spec import init_params
+
+    rng = np.random.default_rng(0)
+    init_opt_state, train_step = rnn_jax.make_train_step(spec, 1.0, 1.0)
+    params = rnn_jax.to_jax(init_params(spec, 0), device or "cpu")
+    carry = [params, init_opt_state(params)]
+    X, Y = (rng.integers(0, VOCAB, (BATCH, STEPS)) for _ in range(2))
+    state = rnn_jax.begin_state(spec, BATCH)
+
+    def step() -> None:
+        for _ in range(CHUNK):
+            params, opt_state, loss, _, _ = train_step(*carry, X, Y, state)
+            carry[:] = [params, opt_state]
+        loss.block_until_ready()
+
+    return step
+
+
+def torch_steps(spec: Any, count: int, device: str = "cpu") -> Any:
+    """``count`` steps of PyTorch's nn.* model, one after another."""
+    rng = np.random.default_rng(0)
+    X, Y = (rng.integers(0, VOCAB, (BATCH, STEPS)) for _ in range(2))
+    one = torch_concise_step(spec, X, Y)
+
+    def step() -> None:
+        for _ in range(count):
+            one()
+
+    return step
+
+
+def bench_populations(
+    names: Sequence[str], counts: Sequence[int], repeats: int, with_torch: bool
+) -> list[PopulationResult]:
+    """Median times (module docstring) of every config and member count, interleaved."""
+    results = []
+    tokens = CHUNK * BATCH * STEPS
+    for name in names:
+        spec = CONFIGS[name].spec()
+        steps = {"single": single_steps(spec)}
+        for m in counts:
+            steps[f"pop{m}"] = population_step(spec, m)
+        if with_torch:
+            steps["torch"] = torch_steps(spec, CHUNK)
+        times, _ = measure(steps, warmup=1, repeats=repeats, block=max(1, repeats // 2), settle=1)
+        median = {k: float(np.median(v)) for k, v in times.items()}
+        for m in counts:
+            torch = tokens / median["torch"] if with_torch else None
+            results.append(PopulationResult(name, m, m * tokens / median[f"pop{m}"],
+                                            tokens / median["single"], torch))  # fmt: skip
+    return results
+
+
+def format_table(results: Sequence[PopulationResult]) -> str:
+    header = ("config", "members", "population tok/s", "per member", "vs single run",
+              "torch in turn tok/s", "vs torch")  # fmt: skip
+    rows = [header]
+    for r in results:
+        rows.append((r.config, str(r.members), f"{r.population_tokens_per_sec:,.0f}",
+                     f"{r.per_member:,.0f}", f"{r.vs_single:.2f}x",
+                     "" if r.torch_tokens_per_sec is None else f"{r.torch_tokens_per_sec:,.0f}",
+                     "" if r.vs_torch is None else f"{r.vs_torch:.2f}x"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if j == 0 else c.rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
