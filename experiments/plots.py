@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from experiments.rundir import save_figure
 
@@ -147,27 +147,9 @@ def plot_comparison(
     save_figure(fig, path)
 
 
-def plot_spread(
-    histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]],
-    path: str | os.PathLike[str],
-    title: str,
-) -> None:
-    """Populations: per epoch, the median and the min-max band of the runs' train perplexity
-    (solid, filled) and validation perplexity (dashed), one colour per setting.
-
-    Args:
-        histories: per setting (a label, e.g. ``(lr, theta)`` or an implementation's name), the
-            runs' ``metrics.jsonl`` records.
-        path: the PNG to write.
-        title: the figure's title.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 4.0))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.set_title(title, fontsize=10)
+def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]]) -> None:
+    """Per label: the median (line) and min-max band (fill) over runs, per epoch; train solid,
+    validation dashed."""
     for i, (setting, runs) in enumerate(histories.items()):
         label = (f"lr {setting[0]:g}, θ {setting[1]:g}" if isinstance(setting, tuple)
                  else str(setting))  # fmt: skip
@@ -182,16 +164,58 @@ def plot_spread(
             if np.isnan(values).all():
                 continue
             x = np.arange(1, epochs + 1)
-            median = np.nanmedian(values, axis=0)
             name = f"{label} ({len(runs)} runs)" if key == "train_perplexity" else None
-            ax.plot(x, median, style, color=f"C{i}", linewidth=1.2, label=name)
+            ax.plot(x, np.nanmedian(values, axis=0), style, color=f"C{i}", linewidth=1.2,
+                    label=name)  # fmt: skip
             ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
                             color=f"C{i}", alpha=0.2, linewidth=0)  # fmt: skip
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("perplexity (median, min-max)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, alpha=0.3, which="both")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def plot_spread(
+    histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]],
+    path: str | os.PathLike[str],
+    title: str,
+) -> None:
+    """Populations: per epoch, the median and the min-max band of the runs' train perplexity
+    (solid, filled) and validation perplexity (dashed), one colour per setting.
+
+    Args:
+        histories: per setting (a label, e.g. ``(lr, theta)`` or an implementation's name), the
+            runs' ``metrics.jsonl`` records.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    plot_spread_grid({title: histories}, path)
+
+
+def plot_spread_grid(
+    panels: Mapping[str, Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]]],
+    path: str | os.PathLike[str],
+    columns: int = 2,
+) -> None:
+    """One :func:`plot_spread` panel per entry of ``panels`` (title -> histories), in a grid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    count = len(panels)
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(6.0 * cols, 4.0 * rows))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (title, histories) in zip(axes, panels.items(), strict=False):
+        ax.set_title(title, fontsize=10)
+        _bands(ax, histories)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("perplexity (median, min-max)")
+    for ax in axes[count:]:
+        ax.set_visible(False)
     fig.tight_layout()
     save_figure(fig, path)

@@ -1,6 +1,7 @@
 """Collect the ``summary.json`` of run directories into one Markdown table, for the README.
 
     python -m experiments.table runs/*
+    python -m experiments.table runs/* --plot spread.png   # and the populations' bands
 
 Each argument is a run directory, a population's directory, or a folder whose sub-folders are
 (``--iter both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows
@@ -151,12 +152,45 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_populations(summaries: Sequence[tuple[Path, dict[str, Any]]], path: Path) -> None:
+    """One panel per (section, iteration): each population's first setting as a band per
+    implementation (its members' train and validation perplexity per epoch)."""
+    from experiments.plots import plot_spread_grid
+
+    panels: dict[str, dict[str, list]] = {}
+    for folder, s in sorted(summaries, key=lambda item: _order(item[1])):
+        if s.get("kind") != "population" or not s["settings"]:
+            continue
+        setting = s["settings"][0]
+        names = [m for m in s["members"] if f"lr{setting['lr']:g}-theta{setting['theta']:g}" in m]
+        runs = [
+            read_metrics(folder / m / METRICS)
+            for m in names
+            if (folder / m / METRICS).is_file() and m not in s.get("diverged", [])
+        ]
+        book = s.get("book_section", "")
+        title = f"{book} {s['section']} ({s['iter']}), lr {setting['lr']:g}"
+        label = s["impl"] + (f" ({s['torch_model']})" if s.get("torch_model") else "")
+        if runs:
+            panels.setdefault(title, {})[label] = runs
+    if panels:
+        plot_spread_grid(panels, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = "experiments.table"
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
+    plot = None
+    if "--plot" in args:
+        at = args.index("--plot")
+        if at + 1 >= len(args):
+            print(f"{prog}: error: --plot needs a file name (.png)", file=sys.stderr)
+            return 2
+        plot = Path(args[at + 1])
+        args = args[:at] + args[at + 2 :]
     if not args:
         print(f"{prog}: error: give run directories, e.g. runs/*", file=sys.stderr)
         return 2
@@ -168,11 +202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries, damaged = [], []
     for path in found:
         try:
-            summaries.append(load_summary(path))
+            summaries.append((path.parent, load_summary(path)))
         except ValueError as err:
             damaged.append(str(err))
     if summaries:
-        print(markdown_table(summaries))
+        print(markdown_table([s for _, s in summaries]))
+    if plot is not None:
+        try:
+            plot_populations(summaries, plot)
+        except OSError as err:
+            print(f"{prog}: error: --plot {plot}: {err.strerror or err}", file=sys.stderr)
+            return 2
     for message in damaged:
         print(f"{prog}: skipped a damaged run: {message}", file=sys.stderr)
     if empty:
