@@ -31,6 +31,7 @@ from experiments.runner import (
     RunDiverged,
     RunInterrupted,
     RunWriteError,
+    interrupted_early,
     load_finished,
     model_spec,
     title,
@@ -257,10 +258,7 @@ def _stopped(pc: PopulationConfig, run: rundir.RunDir, save: Any, snapshot: Any,
              saved_epoch: int, epoch: int) -> RunInterrupted:  # fmt: skip
     done, params, rngs = snapshot
     if done == 0:
-        kept = "the earlier result there is kept" if run.staged else "nothing was saved"
-        run.discard()
-        return RunInterrupted(f"interrupted during epoch {epoch}, before any epoch was "
-                              f"complete: {kept}")  # fmt: skip
+        return interrupted_early(run, epoch)
     if done > saved_epoch:
         save(done, params, rngs)
     return RunInterrupted(

@@ -358,10 +358,7 @@ def _interrupted(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: 
     """Save the last completed epoch (unless on disk already) and word the message."""
     done = saved.epoch
     if done == 0:
-        kept = "the earlier result there is kept" if run.staged else "nothing was saved"
-        run.discard()
-        return RunInterrupted(f"interrupted during epoch {epoch}, before any epoch was "
-                              f"complete: {kept}")  # fmt: skip
+        return interrupted_early(run, epoch)
     if done > saved_epoch:
         _write_checkpoint(run, spec, config, vocab, saved)
         run.promote()
@@ -369,6 +366,16 @@ def _interrupted(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: 
         f"interrupted during epoch {epoch} of {config.num_epochs}: epoch {done} is saved in "
         f"{run.path / rundir.CHECKPOINT}; resume with: python -m experiments.{config.section} "
         f"--resume {run.path}"
+    )
+
+
+def interrupted_early(run: rundir.RunDir, epoch: int) -> RunInterrupted:
+    """A run stopped before its first epoch was complete: nothing to save; an earlier result in
+    its directory stays as it was."""
+    kept = "the earlier result there is kept" if run.staged else "nothing was saved"
+    run.discard()
+    return RunInterrupted(
+        f"interrupted during epoch {epoch}, before any epoch was complete: {kept}"
     )
 
 
