@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import rundir, signals
+from experiments import rundir, runtime, signals
 from experiments.cli import fail, stopped
 from experiments.config import (
     IMPLS,
@@ -114,6 +114,7 @@ def build_parser() -> Parser:
 def configs_from_args(argv: Sequence[str] | None) -> tuple[Path, list[RunConfig]]:
     """The comparison directory and one config per implementation."""
     args = build_parser().parse_args(argv)
+    runtime.configure(args)  # threads and the compilation cache, before any compute
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     bad = [i for i in impls if i not in IMPLS]
     if bad or not impls or len(set(impls)) != len(impls):
