@@ -17,8 +17,8 @@ the median over ``--repeats`` timed steps, after ``--warmup`` untimed steps. For
 is the wall time of the first call of a new jitted step with an empty persistent compilation
 cache (tracing, XLA compilation and one step), ``warm`` the same with the cache that first call
 filled (what a second run of a command pays); see ``bench_steps.compile_times``. The thread
-counts (``--threads``, default every core) and the machine's load average are printed. The GRU is
-the PyTorch variant (reset gate after the recurrent product) so that every implementation
+counts (``--threads``, default half the cores) and the machine's load average are printed. The
+GRU is the PyTorch variant (reset gate after the recurrent product) so that every implementation
 computes the same function.
 
 A full run (not ``--quick``) also times loading a generated ``--corpus-mb`` MB text
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; PyTorch on {env['torch_device']}" if "torch_device" in env else "")
     )
     threads = ", ".join(f"{k} {v}" for k, v in env["threads"].items())
-    print(f"threads: {threads} (--threads {settings['threads'] or 'not given: every core'}); "
+    print(f"threads: {threads} ({settings['threads']}, from {settings['policy']}); "
           f"compile cache {settings['compile_cache'] or 'off'}")  # fmt: skip
     print(f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
           f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "

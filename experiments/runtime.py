@@ -5,8 +5,11 @@ NumPy's BLAS, PyTorch or JAX have run anything:
 
 - ``--threads N``: NumPy's BLAS and every OpenMP pool (threadpoolctl), PyTorch's intra-op pool
   (``torch.set_num_threads``) and XLA's CPU pools (``NPROC``, read by XLA when JAX starts its CPU
-  backend) use N threads. Left out, the policy of docs/performance.md applies
-  (:data:`DEFAULT_THREADS`: every core the process may run on, each library's own default).
+  backend) use N threads. Left out (or ``--threads 0``), the policy of docs/performance.md
+  applies, :func:`default_threads`: half the cores, at least one. A thread pool that spins on a
+  core another process needs loses far more than that core (experiments/bench_threads.py
+  measures it), and the count must not depend on the moment: results differ in the last bits
+  between thread counts, and a resumed run must end bit-identical to an uninterrupted one.
 - ``--no-compile-cache``: JAX's persistent compilation cache stays off. By default it is on, in
   ``$XDG_CACHE_HOME/rnn-lm/jax`` (``~/.cache/rnn-lm/jax``), beside the corpus cache of
   :func:`numpy_ref.corpus.cache_dir`: a second run of a command loads its compiled steps instead
@@ -27,7 +30,7 @@ from typing import Any
 
 from numpy_ref.corpus import cache_dir
 
-DEFAULT_THREADS: int | None = None  # None: the libraries' defaults (every core), see the docstring
+AUTO = 0  # --threads 0: the policy, default_threads()
 
 
 def compile_cache_dir() -> Path:
@@ -37,11 +40,11 @@ def compile_cache_dir() -> Path:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--no-compile-cache`` (module docstring)."""
-    from experiments.flags import POSITIVE
+    from experiments.flags import NON_NEGATIVE
 
-    parser.add_argument("--threads", type=POSITIVE, default=None,
-                        help="threads of BLAS, OpenMP, PyTorch and XLA (default: every core; "
-                             "docs/performance.md)")  # fmt: skip
+    parser.add_argument("--threads", type=NON_NEGATIVE, default=AUTO, metavar="N",
+                        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
+                             "cores, at least 1; docs/performance.md)")  # fmt: skip
     parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                         help=f"do not use JAX's persistent compilation cache "
                              f"(default: on, in {compile_cache_dir()})")  # fmt: skip
@@ -55,21 +58,28 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
         settings: ``threads=``, ``compile_cache=``, ``cache_path=``, overriding ``args``.
 
     Returns:
-        What was applied: ``{"threads": N or None, "compile_cache": path or None}``.
+        What was applied: ``{"threads": N, "policy": "--threads" or "the default, ...",
+        "compile_cache": path or None}``.
     """
-    values = {"threads": DEFAULT_THREADS, "compile_cache": True, "cache_path": None}
+    values = {"threads": AUTO, "compile_cache": True, "cache_path": None}
     if args is not None:
         values.update(
             {k: getattr(args, k) for k in ("threads", "compile_cache") if hasattr(args, k)}
         )
     values.update(settings)
-    threads = values["threads"]
-    if threads is not None:
-        set_threads(threads)
+    threads = values["threads"] or default_threads()
+    set_threads(threads)
     path = None
     if values["compile_cache"]:
         path = enable_compile_cache(values["cache_path"])
-    return {"threads": threads, "compile_cache": None if path is None else str(path)}
+    policy = "--threads" if values["threads"] else "the default, half the cores"
+    return {"threads": threads, "policy": policy, "compile_cache": path and str(path)}
+
+
+def default_threads() -> int:
+    """The policy (docs/performance.md): half the cores this process may run on, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
 
 
 def set_threads(threads: int) -> None:
