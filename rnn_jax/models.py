@@ -15,10 +15,11 @@ Gradients come one of two ways (``grad_mode``):
 
 - ``"autodiff"``: ``jax.value_and_grad`` through everything, the scan included;
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
-  project's own BPTT (docs/bptt.md): a reverse ``lax.scan`` of the cells' ``step_backward`` over
-  the activations the forward scan saved, then the recurrent weights' gradient as one product
-  over all N rows. The gather, the input and output products and the loss are differentiated by
-  JAX either way.
+  project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
+  step at once from the activations the forward scan saved, a reverse ``lax.scan`` of the cells'
+  lean ``step_backward`` over them, then the inputs' gradients of every step at once and the
+  recurrent weights' gradient as one product over all N rows. The gather, the input and output
+  products and the loss are differentiated by JAX either way.
 
 All functions are pure; ``forward`` and ``loss_and_grads`` are ``jit``-compiled per (spec, shapes).
 """
@@ -99,18 +100,15 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
         dH_above, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
         W_T = cell.backward_weights(W_h)
         states_prev = _shift(state0, states)
+        factors = cell.backward_factors(states_prev, states, caches)  # every step's, at once
 
         def body(dstate, inputs):
-            dh_above, state_prev, state_next, cache = inputs
+            dh_above, factors_t = inputs
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
-            dstate_prev, da_x, da_rec = cell.step_backward(
-                W_T, (dh_next, *dstate[1:]), state_prev, state_next, cache
-            )
-            return dstate_prev, (da_x,) if da_rec is da_x else (da_x, da_rec)  # save it once
+            return cell.step_backward(W_T, (dh_next, *dstate[1:]), factors_t)
 
-        xs = (dH_above, states_prev, states, caches)
-        dstate0, dA = lax.scan(body, tuple(dstate_T), xs, reverse=True)
-        dA_x, dA_rec = dA[0], dA[-1]
+        dstate0, dsteps = lax.scan(body, tuple(dstate_T), (dH_above, factors), reverse=True)
+        dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
         return dA_x, dW_h, dstate0
 
