@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 State = tuple[Array, ...]
@@ -56,6 +57,14 @@ def transposed(W_h: Array) -> Array:
     return W_h.T
 
 
+def materialized(a: Array) -> Array:
+    """``a`` written out as an array of its own (``lax.optimization_barrier``): XLA can then
+    neither fuse it into every consumer nor fold a transpose into a product. XLA's CPU backend
+    runs a product whose left operand is transposed in a generic path instead of YNNPACK: for
+    (B2), (H, N) x (N, G*H), 20 ms instead of 11 with one thread (docs/performance.md)."""
+    return lax.optimization_barrier(a)
+
+
 def _tile(a: Array, parts: int) -> Array:
     """(..., H) -> (..., parts*H): ``a`` side by side ``parts`` times."""
     return jnp.concatenate([a] * parts, axis=-1)
@@ -64,7 +73,7 @@ def _tile(a: Array, parts: int) -> Array:
 def weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
     """(B2) ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, G*H), from (T, B, H) and
     (T, B, G*H)."""
-    return rows(H_prev_all).T @ rows(dA_rec)
+    return materialized(rows(H_prev_all).T) @ rows(dA_rec)
 
 
 # --- vanilla RNN ---------------------------------------------------------------------------------
@@ -140,9 +149,9 @@ def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> A
     """
     (gates,) = caches
     H = H_prev_all.shape[-1]
-    dW_hzr = rows(H_prev_all).T @ rows(dA_rec[..., : 2 * H])
+    dW_hzr = materialized(rows(H_prev_all).T) @ rows(dA_rec[..., : 2 * H])
     rh = gates[..., H : 2 * H] * H_prev_all  # the input of W_hh is r * h_prev
-    dW_hh = rows(rh).T @ rows(dA_rec[..., 2 * H :])
+    dW_hh = materialized(rows(rh).T) @ rows(dA_rec[..., 2 * H :])
     return jnp.concatenate([dW_hzr, dW_hh], axis=-1)
 
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpy_ref.spec import ModelSpec, Params, State
+from rnn_jax.cell_grads import materialized
 from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
 
 Array = jax.Array
@@ -143,20 +144,47 @@ def apply(
     """
     T, B = X.shape[1], X.shape[0]  # X is (B, T); everything inside is time-major
     recurrence = _recurrence(spec, grad_mode)
+    fast = grad_mode == "bptt"  # the plain reference stays plain: grad_mode="autodiff"
+    linear = dense if fast else _dense
     H_all = None
     last_states = []
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            A_x = (W_x + b)[X.T]  # (T, B, G*H): row X[b, t] of W_x plus b, a gather of rows
+            table = materialized(W_x + b) if fast else W_x + b  # (V, G*H), once, not per row
+            A_x = table[X.T]  # (T, B, G*H): row X[b, t] of W_x plus b, a gather of rows
         else:
-            A_x = (H_all.reshape(T * B, -1) @ W_x + b).reshape(T, B, -1)
+            A_x = linear(H_all.reshape(T * B, -1), W_x, b).reshape(T, B, -1)
         state0 = tuple(s[layer_index] for s in state)
         H_all, state_l = recurrence(A_x, W_h, state0)
         last_states.append(state_l)
     new_state = tuple(jnp.stack([s[k] for s in last_states]) for k in range(spec.num_states))
-    logits = H_all.reshape(T * B, -1) @ params["W_hq"] + params["b_q"]  # (N, V), row t*B + b
+    logits = linear(H_all.reshape(T * B, -1), params["W_hq"], params["b_q"])  # (N, V), row t*B + b
     return logits.reshape(T, B, -1), new_state
+
+
+def _dense(X: Array, W: Array, b: Array) -> Array:
+    """``X W + b``: X (N, D), W (D, K), b (K,) -> (N, K)."""
+    return X @ W + b
+
+
+@jax.custom_vjp
+def dense(X: Array, W: Array, b: Array) -> Array:
+    """:func:`_dense` whose backward (I2', O1') forms ``W^T`` and ``X^T`` as arrays of their own,
+    so that XLA's CPU backend runs both products in YNNPACK (``cell_grads.materialized``)."""
+    return _dense(X, W, b)
+
+
+def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _dense(X, W, b), (X, W)
+
+
+def _dense_bwd(residuals: tuple[Array, Array], dY: Array) -> tuple[Array, Array, Array]:
+    X, W = residuals
+    return dY @ materialized(W.T), materialized(X.T) @ dY, dY.sum(axis=0)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def _mean_cross_entropy(logits: Array, Y: Array) -> Array:
