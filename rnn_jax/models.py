@@ -151,8 +151,8 @@ def apply(
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            table = materialized(W_x + b) if fast else W_x + b  # (V, G*H), once, not per row
-            A_x = table[X.T]  # (T, B, G*H): row X[b, t] of W_x plus b, a gather of rows
+            gather = gather_rows if fast else _gather_rows
+            A_x = gather(W_x, b, X.T)  # (T, B, G*H): row X[b, t] of W_x plus b
         else:
             A_x = linear(H_all.reshape(T * B, -1), W_x, b).reshape(T, B, -1)
         state0 = tuple(s[layer_index] for s in state)
@@ -163,6 +163,43 @@ def apply(
     return logits.reshape(T, B, -1), new_state
 
 
+def _gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
+    """``(W_x + b)[tokens]``: W_x (V, K), b (K,), tokens int (T, B) -> (T, B, K); the same as
+    the book's one-hot product ``onehot(tokens) W_x + b``."""
+    return (W_x + b)[tokens]
+
+
+def _with_bias(X: Array, W: Array, b: Array) -> Array:
+    """``X W + b`` as one product, ``[X | 1] [W ; b]``: the bias is the last row of the matrix
+    and a column of ones meets it. XLA's CPU backend would otherwise add ``b``, stacked from the
+    gates' biases, in a pass of its own over the (N, K) result, choosing the gate of every
+    element anew; the product runs in YNNPACK (docs/performance.md)."""
+    ones = jnp.ones((*X.shape[:-1], 1), X.dtype)
+    return jnp.concatenate([X, ones], axis=-1) @ jnp.concatenate([W, b[None]], axis=0)
+
+
+@jax.custom_vjp
+def gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
+    """:func:`_gather_rows` as the book's one-hot product, bias included (:func:`_with_bias`):
+    on the CPU, XLA fuses the stacking of the gates' arrays into a gather and runs it element by
+    element. The backward (I1') adds each row's gradient into the row of its token, and sums
+    them for ``b``."""
+    return _with_bias(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype), W_x, b)
+
+
+def _gather_rows_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
+    return gather_rows(W_x, b, tokens), (tokens, W_x.shape[0])
+
+
+def _gather_rows_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
+    tokens, V = residuals
+    rows = dA.reshape(-1, dA.shape[-1])  # (N, K)
+    return jax.ops.segment_sum(rows, tokens.reshape(-1), V), rows.sum(axis=0), None
+
+
+gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
 def _dense(X: Array, W: Array, b: Array) -> Array:
     """``X W + b``: X (N, D), W (D, K), b (K,) -> (N, K)."""
     return X @ W + b
@@ -170,9 +207,10 @@ def _dense(X: Array, W: Array, b: Array) -> Array:
 
 @jax.custom_vjp
 def dense(X: Array, W: Array, b: Array) -> Array:
-    """:func:`_dense` whose backward (I2', O1') forms ``W^T`` and ``X^T`` as arrays of their own,
-    so that XLA's CPU backend runs both products in YNNPACK (``cell_grads.materialized``)."""
-    return _dense(X, W, b)
+    """:func:`_dense` as one product (:func:`_with_bias`), whose backward (I2', O1') forms
+    ``W^T`` and ``X^T`` as arrays of their own, so that XLA's CPU backend runs both products in
+    YNNPACK (``cell_grads.materialized``)."""
+    return _with_bias(X, W, b)
 
 
 def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
