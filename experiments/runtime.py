@@ -16,6 +16,11 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   of compiling them again. Every compilation is cached, however short (JAX's default skips those
   under a second, which are all of ours).
 
+XLA compiles at LLVM optimisation level 1 instead of 2 (``XLA_FLAGS``, unless it already sets the
+level): measured on this machine, a third less compile time (the LSTM's step 3.8 -> 2.5 s under
+load) and the same step time, since the time goes to YNNPACK's products and XLA's own loop
+emitters rather than to what LLVM's extra passes optimise.
+
 Where JAX is already imported, its configuration is updated; otherwise the environment variables
 that JAX reads when it is imported are set, so that numpy-only commands do not import JAX.
 """
@@ -31,6 +36,7 @@ from typing import Any
 from numpy_ref.corpus import cache_dir
 
 AUTO = 0  # --threads 0: the policy, default_threads()
+XLA_FAST_COMPILE = "--xla_backend_optimization_level=1"
 
 
 def compile_cache_dir() -> Path:
@@ -69,6 +75,9 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
     values.update(settings)
     threads = values["threads"] or default_threads()
     set_threads(threads)
+    if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+        flags = os.environ.get("XLA_FLAGS", "") + " " + XLA_FAST_COMPILE
+        os.environ["XLA_FLAGS"] = flags.strip()  # read when JAX starts its CPU backend
     path = None
     if values["compile_cache"]:
         path = enable_compile_cache(values["cache_path"])
