@@ -25,7 +25,9 @@ its variants interleaved (``experiments.bench.measure``), medians in ms.
   of ``W_x + b`` stacked from the gates, and the one-hot product with the bias as a last row.
 - ``sigmoid``: ``1 / (1 + exp(-x))`` guarded by ``where`` against ``(1 + tanh(x / 2)) / 2`` on a
   (32, 768) float32 array.
-- ``compile``: a fresh subprocess per XLA_FLAGS setting, the step's lowering and compilation.
+- ``compile``: per XLA_FLAGS setting, a fresh subprocess with an empty persistent compilation
+  cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
+  compilation (or loading from the cache), the first step.
 """
 
 from __future__ import annotations
@@ -212,38 +214,49 @@ def sigmoid(repeats: int) -> list[str]:
 
 _COMPILE = """
 import json, sys, time, numpy as np
-from experiments import bench, runtime
-runtime.set_threads(int(sys.argv[2]))
-import rnn_jax
+from experiments import runtime
+if int(sys.argv[2]):
+    runtime.set_threads(int(sys.argv[2]))
+runtime.enable_compile_cache(sys.argv[3])
+from experiments import bench
+import jax, rnn_jax
 from numpy_ref.spec import init_params
 spec = bench.CONFIGS[sys.argv[1]].spec()
 init, step = rnn_jax.make_train_step(spec, 1.0, 1.0, "bptt")
 p = rnn_jax.to_jax(init_params(spec, 0), "cpu")
-X = np.zeros((32, 35), np.int64)
-t = time.perf_counter(); lowered = step.lower(p, init(p), X, X, rnn_jax.begin_state(spec, 32))
-t2 = time.perf_counter(); lowered.compile(); t3 = time.perf_counter()
-print(json.dumps({"trace_and_lower": t2 - t, "compile": t3 - t2}))
+o, X, state = init(p), np.zeros((32, 35), np.int64), rnn_jax.begin_state(spec, 32)
+t0 = time.perf_counter(); lowered = step.lower(p, o, X, X, state)
+t1 = time.perf_counter(); compiled = lowered.compile()
+t2 = time.perf_counter(); jax.block_until_ready(compiled(p, o, X, X, state))
+t3 = time.perf_counter()
+print(json.dumps({"trace_and_lower": t1 - t0, "compile": t2 - t1, "run": t3 - t2}))
 """
 
 
 def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
+    """Per LLVM level, a fresh process with an empty persistent cache (cold), then another that
+    finds the first one's program there (warm)."""
     settings = {"LLVM level 2 (XLA's default)": "--xla_backend_optimization_level=2",
                 "LLVM level 1 (the commands')": runtime.XLA_FAST_COMPILE}  # fmt: skip
-    found: dict[str, list[tuple[float, float]]] = {k: [] for k in settings}
+    found: dict[tuple[str, str], list[dict[str, float]]] = collections.defaultdict(list)
     for _ in range(rounds):
         for name, flags in settings.items():
-            env = {**os.environ, "XLA_FLAGS": flags}
-            command = [sys.executable, "-c", _COMPILE, config, str(threads)]
-            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr.strip().splitlines()[-1])
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
-            found[name].append((figures["trace_and_lower"], figures["compile"]))
-    lines = [f"{config}: jax-bptt step, fresh process each, {rounds} rounds, medians"]
-    for name, pairs in found.items():
-        lower = statistics.median(p[0] for p in pairs)
-        comp = statistics.median(p[1] for p in pairs)
-        lines.append(f"{name:30s} trace+lower {lower:.2f} s, XLA compile {comp:.2f} s")
+            with tempfile.TemporaryDirectory() as cache:
+                for kind in ("cold", "warm"):
+                    command = [sys.executable, "-c", _COMPILE, config, str(threads), cache]
+                    env = {**os.environ, "XLA_FLAGS": flags}
+                    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
+                                          text=True)  # fmt: skip
+                    if done.returncode != 0:
+                        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+                    found[(name, kind)].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    lines = [f"{config}: the jax-bptt step in a fresh process, {rounds} rounds, medians (s)"]
+    for (name, kind), runs in found.items():
+        parts = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        lines.append(
+            f"{name:30s} {kind}: trace+lower {parts['trace_and_lower']:.3f}, "
+            f"XLA compile {parts['compile']:.3f}, first step {parts['run']:.3f}"
+        )
     return lines
 
 
@@ -269,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.probe == "sigmoid":
         lines = sigmoid(args.repeats)
     else:
-        lines = compile_times(args.config, settings["threads"])
+        explicit = settings["threads"] if settings["policy"] == "--threads" else 0
+        lines = compile_times(args.config, explicit)
     print("\n".join(lines))
     return 0
 
