@@ -282,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.probe == "sigmoid":
         lines = sigmoid(args.repeats)
     else:
-        explicit = settings["threads"] if settings["policy"] == "--threads" else 0
-        lines = compile_times(args.config, explicit)
+        lines = compile_times(args.config, settings["threads"])
     print("\n".join(lines))
     return 0
 

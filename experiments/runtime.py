@@ -6,12 +6,11 @@ NumPy's BLAS, PyTorch or JAX have run anything:
 - ``--threads N``: NumPy's BLAS and every OpenMP pool (threadpoolctl), PyTorch's intra-op pool
   (``torch.set_num_threads``) and XLA's CPU pools (``NPROC``, read by XLA when JAX starts its CPU
   backend) use N threads. Left out (or ``--threads 0``), the policy of docs/performance.md
-  applies: the pools that spin while they wait (OpenBLAS, OpenMP, hence NumPy and PyTorch) get
-  :func:`default_threads`, half the cores, at least one; XLA keeps its own default, every core.
-  A spinning pool on a core another process needs loses far more than that core, XLA's pool
-  does not (experiments/bench_threads.py measures both). The count must not depend on the
-  moment: results differ in the last bits between thread counts (XLA's too), and a resumed run
-  must end bit-identical to an uninterrupted one: resume with the ``--threads`` of the run.
+  applies, :func:`default_threads`: half the cores, at least one, for every library alike. A
+  thread pool on a core another process needs loses far more than that core
+  (experiments/bench_threads.py measures it). The count must not depend on the moment: results
+  differ in the last bits between thread counts (NumPy's and XLA's), and a resumed run must end
+  bit-identical to an uninterrupted one: resume with the ``--threads`` of the run.
 - ``--no-compile-cache``: JAX's persistent compilation cache stays off. By default it is on, in
   ``$XDG_CACHE_HOME/rnn-lm/jax`` (``~/.cache/rnn-lm/jax``), beside the corpus cache of
   :func:`numpy_ref.corpus.cache_dir`: a second run of a command loads its compiled steps instead
@@ -76,28 +75,26 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
         )
     values.update(settings)
     threads = values["threads"] or default_threads()
-    set_threads(threads, xla=bool(values["threads"]))
+    set_threads(threads)
     if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         flags = os.environ.get("XLA_FLAGS", "") + " " + XLA_FAST_COMPILE
         os.environ["XLA_FLAGS"] = flags.strip()  # read when JAX starts its CPU backend
     path = None
     if values["compile_cache"]:
         path = enable_compile_cache(values["cache_path"])
-    policy = "--threads" if values["threads"] else "the default: half the cores, XLA every core"
+    policy = "--threads" if values["threads"] else "the default, half the cores"
     return {"threads": threads, "policy": policy, "compile_cache": path and str(path)}
 
 
 def default_threads() -> int:
-    """The policy for the spinning pools (docs/performance.md): half the cores this process may
-    run on, at least 1."""
+    """The policy (docs/performance.md): half the cores this process may run on, at least 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // 2)
 
 
-def set_threads(threads: int, xla: bool = True) -> None:
-    """``threads`` threads for BLAS, OpenMP, PyTorch and (``xla``) XLA's CPU pools."""
-    if xla:
-        os.environ["NPROC"] = str(threads)  # XLA's CPU client sizes its thread pools from it
+def set_threads(threads: int) -> None:
+    """``threads`` threads for BLAS, OpenMP, PyTorch and XLA's CPU pools."""
+    os.environ["NPROC"] = str(threads)  # XLA's CPU client sizes its thread pools from it
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)  # pools started after this point, subprocesses
     from threadpoolctl import threadpool_limits

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.runtime import default_threads
 from numpy_ref.cells import CELLS
 from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME
 from numpy_ref.spec import ModelSpec, flatten_params
@@ -25,6 +26,12 @@ CASES = [(kind, reset, layers) for kind, reset in VARIANTS for layers in (1, 2)]
 CASE_IDS = [f"{name}-L{layers}" for name in CELLS for layers in (1, 2)]
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# This process computes like a command with its default threads: XLA sizes its CPU pools from
+# NPROC when JAX starts its backend (before any command of a test could set it), and results
+# differ in the last bits between thread counts, so a run started in a subprocess and resumed in
+# this process end bit-identical only with the same count (tests/test_durable.py).
+os.environ.setdefault("NPROC", str(default_threads()))
 
 
 def spec_of(kind: str, reset: str, V: int, H: int, layers: int = 1) -> ModelSpec:
