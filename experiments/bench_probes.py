@@ -6,6 +6,7 @@
     python -m experiments.bench_probes inputs                 # layer 0's input: gather, one-hot
     python -m experiments.bench_probes sigmoid                # numpy_ref's sigmoid, two ways
     python -m experiments.bench_probes compile --config lstm  # XLA compile time per LLVM level
+    python -m experiments.bench_probes versus --rev 33cbfa0   # rnn_jax then and now, PyTorch
 
 Every probe applies ``--threads`` like the other commands (default: half the cores) and times
 its variants interleaved (``experiments.bench.measure``), medians in ms.
@@ -25,6 +26,9 @@ its variants interleaved (``experiments.bench.measure``), medians in ms.
   of ``W_x + b`` stacked from the gates, and the one-hot product with the bias as a last row.
 - ``sigmoid``: ``1 / (1 + exp(-x))`` guarded by ``where`` against ``(1 + tanh(x / 2)) / 2`` on a
   (32, 768) float32 array.
+- ``versus``: rnn_jax as it was at a git revision (``--rev``, default 33cbfa0, before issue 11)
+  beside the working tree's, copied out of git into a temporary package, and PyTorch: each
+  configuration's jax-bptt step, interleaved, median and best.
 - ``compile``: per XLA_FLAGS setting, a fresh subprocess with an empty persistent compilation
   cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
   compilation (or loading from the cache), the first step.
@@ -212,6 +216,63 @@ def sigmoid(repeats: int) -> list[str]:
     return ["numpy_ref sigmoid on (32, 768) float32", *_report(times)]
 
 
+def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
+    """rnn_jax as it was at ``revision`` (git) against the working tree's, PyTorch beside them."""
+    import importlib
+    import re
+
+    import jax
+
+    from experiments.bench_steps import torch_concise_step
+    from numpy_ref.spec import init_params
+
+    name = "rnn_jax_at_" + re.sub(r"\W", "_", revision)
+    folder = tempfile.mkdtemp(prefix="rnn-lm-versus-")
+    package = Path(folder) / name
+    package.mkdir()
+    listed = subprocess.run(["git", "ls-tree", "--name-only", revision, "rnn_jax/"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for path in listed:
+        text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        text = re.sub(r"\brnn_jax\b", name, text)
+        (package / Path(path).name).write_text(text, encoding="utf-8")
+    sys.path.insert(0, folder)
+    packages = {
+        revision: importlib.import_module(name),
+        "working tree": importlib.import_module("rnn_jax"),
+    }
+
+    def step_of(pkg, spec, X, Y):
+        init, train_step = pkg.make_train_step(spec, 1.0, 1.0, "bptt")
+        params = pkg.to_jax(init_params(spec, 0), "cpu")
+        carry, state = [params, init(params)], pkg.begin_state(spec, BATCH)
+        Xd, Yd = jax.device_put((X, Y))
+
+        def step() -> None:
+            new, opt_state, loss, _, _ = train_step(*carry, Xd, Yd, state)
+            carry[:] = [new, opt_state]
+            loss.block_until_ready()
+
+        return step
+
+    lines = [f"jax-bptt at {revision} and in the working tree, and PyTorch: median (best) ms"]
+    for config in configs:
+        spec = CONFIGS[config].spec()
+        rng = np.random.default_rng(0)
+        X, Y = rng.integers(0, VOCAB, (BATCH, STEPS)), rng.integers(0, VOCAB, (BATCH, STEPS))
+        steps = {label: step_of(pkg, spec, X, Y) for label, pkg in packages.items()}
+        steps["torch"] = torch_concise_step(spec, X, Y)
+        times, _ = measure(steps, 3, repeats)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        best = {k: min(v) for k, v in times.items()}
+        cells = [f"{k} {1e3 * med[k]:.2f} ({1e3 * best[k]:.2f})" for k in steps]
+        ratios = [f"{k} {med['torch'] / med[k]:.2f}x ({best['torch'] / best[k]:.2f}x)"
+                  for k in packages]  # fmt: skip
+        lines.append(f"{config}: " + ", ".join(cells) + "; vs torch: " + ", ".join(ratios))
+    return lines
+
+
 _COMPILE = """
 import json, sys, time, numpy as np
 from experiments import runtime
@@ -262,9 +323,12 @@ def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m experiments.bench_probes", description=__doc__.split("\n")[0])
-    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile")
+    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus")
     parser.add_argument("probe", choices=probes)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="lstm")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None,
+                        help="versus: the configurations (default: every one)")  # fmt: skip
+    parser.add_argument("--rev", default="33cbfa0", help="versus: the git revision to compare")
     parser.add_argument("--repeats", type=POSITIVE, default=40)
     runtime.add_flags(parser)
     args = parser.parse_args(argv)
@@ -281,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = inputs(args.repeats)
     elif args.probe == "sigmoid":
         lines = sigmoid(args.repeats)
+    elif args.probe == "versus":
+        lines = versus(args.rev, args.configs or list(CONFIGS), args.repeats)
     else:
         lines = compile_times(args.config, settings["threads"])
     print("\n".join(lines))
