@@ -13,7 +13,10 @@ Each step is timed alone (JAX: until the loss is ready). The implementations of 
 take turns in blocks of 10 timed steps, each after 3 untimed steps, so that a disturbance
 on a shared machine hits them alike while the thread pools that NumPy's BLAS, XLA and PyTorch
 keep spinning after a call do not slow down the next implementation's first steps; the figure is
-the median over ``--repeats`` timed steps, after ``--warmup`` untimed steps. For JAX, ``compile``
+the median over ``--repeats`` timed steps, after ``--warmup`` untimed steps. ``cpu ms`` is the
+median CPU time of the process during a step (every thread): at one thread, the step's work
+without the time spent waiting for a core, the steadier figure on a loaded machine (with more
+threads it adds up the threads' times, and spinning pools count). For JAX, ``compile``
 is the wall time of the first call of a new jitted step with an empty persistent compilation
 cache (tracing, XLA compilation and one step), ``warm`` the same with the cache that first call
 filled (what a second run of a command pays); see ``bench_steps.compile_times``. The thread
@@ -97,6 +100,8 @@ class Result:
     tokens_per_sec: float
     compile_s: float | None = None  # JAX: the first step, cold (empty persistent cache)
     warm_s: float | None = None  # JAX: the first step of a second run (from the cache)
+    cpu_ms: float | None = None  # median process CPU time of a step (every thread)
+    cpu_vs_torch: float | None = None  # PyTorch's cpu_ms / this one's
     vs_numpy: float | None = None
     vs_torch: float | None = None
 
@@ -111,18 +116,27 @@ def measure(
     block: int = BLOCK,
     settle: int = SETTLE,
     clock: Callable[[], float] = time.perf_counter,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Time every step (module docstring): the first call alone, ``warmup`` untimed calls, then
     ``repeats`` timed calls each, in turns of ``block`` after ``settle`` untimed calls.
 
+    Args:
+        cpu_times: if given, filled with the process CPU time (``time.process_time``, every
+            thread) of every timed call, per step.
+
     Returns:
         ``(times, first)``: the seconds of every timed call and of the first call, per step.
     """
+    cpu: dict[str, list[float]] = cpu_times if cpu_times is not None else {}
 
-    def timed(step: Step) -> float:
-        start = clock()
+    def timed(step: Step, name: str | None = None) -> float:
+        start, start_cpu = clock(), time.process_time()
         step()
-        return clock() - start
+        seconds = clock() - start
+        if name is not None:
+            cpu.setdefault(name, []).append(time.process_time() - start_cpu)
+        return seconds
 
     first = {}
     for name, step in steps.items():
@@ -136,14 +150,18 @@ def measure(
             for _ in range(settle):  # lets the previous implementation's threads go idle
                 steps[name]()
             for _ in range(min(block, repeats - r * block)):
-                times[name].append(timed(steps[name]))
+                times[name].append(timed(steps[name], name))
     return times, first
 
 
 def summarize(
-    config: str, times: dict[str, list[float]], compile_s: dict[str, float]
+    config: str,
+    times: dict[str, list[float]],
+    compile_s: dict[str, float],
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> list[Result]:
-    """One :class:`Result` per implementation: median and best step, tokens/s, ratios."""
+    """One :class:`Result` per implementation: median and best step, tokens/s, ratios; with
+    ``cpu_times``, the median CPU time of a step and the ratio of those to PyTorch's."""
     results = []
     for impl, ts in times.items():
         median = statistics.median(ts)
@@ -151,12 +169,17 @@ def summarize(
             Result(config, impl, 1e3 * median, 1e3 * min(ts), BATCH * STEPS / median,
                    compile_s.get(impl))
         )  # fmt: skip
+        if cpu_times and impl in cpu_times:
+            results[-1].cpu_ms = 1e3 * statistics.median(cpu_times[impl])
     by_impl = {r.impl: r for r in results}
     for r in results:
         if "numpy" in by_impl:
             r.vs_numpy = r.tokens_per_sec / by_impl["numpy"].tokens_per_sec
         if "torch" in by_impl:
             r.vs_torch = r.tokens_per_sec / by_impl["torch"].tokens_per_sec
+            torch_cpu = by_impl["torch"].cpu_ms
+            if r.cpu_ms and torch_cpu:
+                r.cpu_vs_torch = torch_cpu / r.cpu_ms
     return results
 
 
@@ -171,8 +194,10 @@ def bench_config(
         for impl in impls
         if impl.startswith("jax")
     }
-    times, _ = measure(make_steps(spec, impls, device), warmup, repeats)
-    results = summarize(config.name, times, {i: cold for i, (cold, _) in first_steps.items()})
+    cpu_times: dict[str, list[float]] = {}
+    times, _ = measure(make_steps(spec, impls, device), warmup, repeats, cpu_times=cpu_times)
+    cold = {i: seconds for i, (seconds, _) in first_steps.items()}
+    results = summarize(config.name, times, cold, cpu_times)
     for r in results:
         r.warm_s = first_steps[r.impl][1] if r.impl in first_steps else None
     return results
@@ -221,12 +246,14 @@ def _seconds(x: float | None) -> str:
 
 def format_table(results: list[Result]) -> str:
     header = ("config", "impl", "step ms", "best ms", "tokens/s", "vs numpy", "vs torch",
-              "compile s", "warm s")  # fmt: skip
+              "cpu ms", "cpu vs torch", "compile s", "warm s")  # fmt: skip
     rows = [header]
     for r in results:
+        cpu = "" if r.cpu_ms is None else f"{r.cpu_ms:.2f}"
         rows.append((r.config, r.impl, f"{r.step_ms:.2f}", f"{r.best_ms:.2f}",
-                     f"{r.tokens_per_sec:,.0f}", _ratio(r.vs_numpy), _ratio(r.vs_torch),
-                     _seconds(r.compile_s), _seconds(r.warm_s)))  # fmt: skip
+                     f"{r.tokens_per_sec:,.0f}", _ratio(r.vs_numpy), _ratio(r.vs_torch), cpu,
+                     _ratio(r.cpu_vs_torch), _seconds(r.compile_s),
+                     _seconds(r.warm_s)))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for i, row in enumerate(rows):
