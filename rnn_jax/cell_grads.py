@@ -58,10 +58,10 @@ def transposed(W_h: Array) -> Array:
 
 
 def materialized(a: Array) -> Array:
-    """``a`` written out as an array of its own (``lax.optimization_barrier``): XLA can then
-    neither fuse it into every consumer nor fold a transpose into a product. XLA's CPU backend
-    runs a product whose left operand is transposed in a generic path instead of YNNPACK: for
-    (B2), (H, N) x (N, G*H), 20 ms instead of 11 with one thread (docs/performance.md)."""
+    """``a`` written out as an array of its own (``lax.optimization_barrier``), so that XLA does
+    not fold a transpose into the product that reads it: XLA's CPU backend runs a product whose
+    left operand is transposed in a generic path instead of YNNPACK, for (B2), (H, N) x (N, G*H),
+    at half the rate (``python -m experiments.bench_probes products``, docs/performance.md)."""
     return lax.optimization_barrier(a)
 
 
