@@ -298,7 +298,7 @@ def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
     """Per LLVM level, a fresh process with an empty persistent cache (cold), then another that
     finds the first one's program there (warm)."""
     settings = {"LLVM level 2 (XLA's default)": "--xla_backend_optimization_level=2",
-                "LLVM level 1 (the commands')": runtime.XLA_FAST_COMPILE}  # fmt: skip
+                "LLVM level 1": "--xla_backend_optimization_level=1"}  # fmt: skip
     found: dict[tuple[str, str], list[dict[str, float]]] = collections.defaultdict(list)
     for _ in range(rounds):
         for name, flags in settings.items():

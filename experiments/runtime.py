@@ -17,12 +17,6 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   of compiling them again. Every compilation is cached, however short (JAX's default skips those
   under a second, which are all of ours).
 
-XLA compiles at LLVM optimisation level 1 instead of 2 (``XLA_FLAGS``, unless it already sets the
-level, or a GPU plugin is installed, since the level applies to the GPU's code too): measured on
-this machine, a third less compile time (the LSTM's step 3.8 -> 2.5 s under
-load) and the same step time, since the time goes to YNNPACK's products and XLA's own loop
-emitters rather than to what LLVM's extra passes optimise.
-
 Where JAX is already imported, its configuration is updated; otherwise the environment variables
 that JAX reads when it is imported are set, so that numpy-only commands do not import JAX.
 """
@@ -31,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pkgutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +32,6 @@ from typing import Any
 from numpy_ref.corpus import cache_dir
 
 AUTO = 0  # --threads 0: the policy, default_threads()
-XLA_FAST_COMPILE = "--xla_backend_optimization_level=1"
 
 
 def compile_cache_dir() -> Path:
@@ -78,24 +70,11 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
     values.update(settings)
     threads = values["threads"] or default_threads()
     set_threads(threads)
-    flags_given = "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")
-    if not flags_given and not _gpu_plugin_installed():  # the level applies to GPU code too
-        flags = os.environ.get("XLA_FLAGS", "") + " " + XLA_FAST_COMPILE
-        os.environ["XLA_FLAGS"] = flags.strip()  # read when JAX starts its CPU backend
     path = None
     if values["compile_cache"]:
         path = enable_compile_cache(values["cache_path"])
     policy = "--threads" if values["threads"] else "the default, half the cores"
     return {"threads": threads, "policy": policy, "compile_cache": path and str(path)}
-
-
-def _gpu_plugin_installed() -> bool:
-    """Whether a PJRT plugin (CUDA, ROCm, ...) is installed for JAX, without importing JAX."""
-    try:
-        import jax_plugins  # the namespace package of JAX's device plugins
-    except ImportError:
-        return False
-    return any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
 
 
 def default_threads() -> int:
