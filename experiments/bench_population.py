@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.bench import BATCH, CONFIGS, STEPS, VOCAB, measure, torch_concise_step
+from experiments.bench import CONFIGS, measure
+from experiments.bench_steps import BATCH, STEPS, VOCAB, torch_concise_step
 
 CHUNK = 8  # training steps per population call
 
@@ -50,17 +51,18 @@ class PopulationResult:
         return self.population_tokens_per_sec / self.torch_tokens_per_sec
 
 
-def population_step(spec: Any, members: int, device: Any = None) -> Any:
+def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
     """One call of the population chunk: CHUNK steps of ``members`` members, until ready."""
     import jax
 
     from numpy_ref.population import stack
     from numpy_ref.spec import init_params
+    from rnn_jax import get_device
     from rnn_jax import population as pop
     from rnn_jax.training import init_opt_state
 
     rng = np.random.default_rng(0)
-    place = pop.Placement(None, members, range(members), device)
+    place = pop.Placement(None, members, range(members), get_device(device))
     params = place.put(stack([init_params(spec, k) for k in range(members)]))
     opt_state = jax.vmap(init_opt_state)(params)
     Xs = rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS)).astype(np.int32)
@@ -83,17 +85,21 @@ def population_step(spec: Any, members: int, device: Any = None) -> Any:
     return step
 
 
-def single_steps(spec: Any, device: Any = None) -> Any:
+def single_steps(spec: Any, device: str = "cpu") -> Any:
     """CHUNK steps of the single run's jitted step, until ready."""
+    import jax
+
     import rnn_jax
     from numpy_ref.spec import init_params
 
     rng = np.random.default_rng(0)
     init_opt_state, train_step = rnn_jax.make_train_step(spec, 1.0, 1.0)
-    params = rnn_jax.to_jax(init_params(spec, 0), device or "cpu")
+    target = rnn_jax.get_device(device)
+    params = rnn_jax.to_jax(init_params(spec, 0), target)
     carry = [params, init_opt_state(params)]
-    X, Y = (rng.integers(0, VOCAB, (BATCH, STEPS)) for _ in range(2))
-    state = rnn_jax.begin_state(spec, BATCH)
+    X, Y = (jax.device_put(rng.integers(0, VOCAB, (BATCH, STEPS), dtype=np.int32), target)
+            for _ in range(2))  # fmt: skip
+    state = rnn_jax.begin_state(spec, BATCH, device=target)
 
     def step() -> None:
         for _ in range(CHUNK):
@@ -108,7 +114,7 @@ def torch_steps(spec: Any, count: int, device: str = "cpu") -> Any:
     """``count`` steps of PyTorch's nn.* model, one after another."""
     rng = np.random.default_rng(0)
     X, Y = (rng.integers(0, VOCAB, (BATCH, STEPS)) for _ in range(2))
-    one = torch_concise_step(spec, X, Y)
+    one = torch_concise_step(spec, X, Y, device)
 
     def step() -> None:
         for _ in range(count):
@@ -118,18 +124,22 @@ def torch_steps(spec: Any, count: int, device: str = "cpu") -> Any:
 
 
 def bench_populations(
-    names: Sequence[str], counts: Sequence[int], repeats: int, with_torch: bool
+    names: Sequence[str],
+    counts: Sequence[int],
+    repeats: int,
+    with_torch: bool,
+    device: str = "cpu",
 ) -> list[PopulationResult]:
     """Median times (module docstring) of every config and member count, interleaved."""
     results = []
     tokens = CHUNK * BATCH * STEPS
     for name in names:
         spec = CONFIGS[name].spec()
-        steps = {"single": single_steps(spec)}
+        steps = {"single": single_steps(spec, device)}
         for m in counts:
-            steps[f"pop{m}"] = population_step(spec, m)
+            steps[f"pop{m}"] = population_step(spec, m, device)
         if with_torch:
-            steps["torch"] = torch_steps(spec, CHUNK)
+            steps["torch"] = torch_steps(spec, CHUNK, device)
         times, _ = measure(steps, warmup=1, repeats=repeats, block=max(1, repeats // 2), settle=1)
         median = {k: float(np.median(v)) for k, v in times.items()}
         for m in counts:

@@ -65,11 +65,12 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
 
 
 def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
-    from experiments import flags, population
+    from experiments import flags, population, runtime
     from experiments.runner import RunStopped, start
 
     try:
         args = flags.build_parser(section).parse_args(argv)
+        runtime.configure(args)  # threads and the compilation cache, before any compute
         configs, resume = flags.configs_from_args(section, args, flags.command_line(section, argv))
         _start_processes(args, configs)
         checked = [

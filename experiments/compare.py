@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import rundir, signals
+from experiments import rundir, runtime, signals
 from experiments.cli import fail, stopped
 from experiments.config import (
     IMPLS,
@@ -123,6 +123,7 @@ def configs_from_args(
     for flag, values in (("--lr", args.lr), ("--theta", args.theta)):
         if values is not None and len(values) > 1:
             raise ConfigError(f"{flag}: compare runs one setting; give one value")
+    runtime.configure(args)  # threads and the compilation cache, before any compute
     impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     bad = [i for i in impls if i not in IMPLS]
     if bad or not impls or len(set(impls)) != len(impls):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from experiments import runtime
 from experiments.config import (
     IMPLS,
     ITERS,
@@ -160,6 +161,7 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     parser.add_argument(
         "--data", help="the corpus file (default: $RNN_LM_DATA_DIR, cache, download)"
     )
+    runtime.add_flags(parser)  # --threads, --no-compile-cache
     if section is None or SECTIONS[section].kind == "gru":
         parser.add_argument("--gru-reset", choices=("before", "after"),
                             help="GRU reset gate before (the book) or after (PyTorch) the "

@@ -23,22 +23,17 @@ outside the recurrence (I1, I2); a step adds the recurrent part and applies the 
 
 Each cell is a few pure functions in the cs231n manner, with the names and the meaning of
 ``numpy_ref.cells`` (the states ``state_prev``, ``state_next`` are tuples of (B, H) arrays, ``(h,)``
-or ``(h, c)``; ``dstate_next`` is the gradient reaching ``state_next`` by every path, ``dh_next``
-the sum of what comes from above and from step t+1 (B1), formed by the scan's body):
+or ``(h, c)``):
 
 - ``step_forward(W, state_prev, a_x) -> (state_next, cache)``, ``a_x`` (B, G*H); ``cache`` holds
   what the backward needs besides the states (the gates, stacked (B, G*H), so that a step saves
   one array).
-- ``step_backward(W_T, dstate_next, state_prev, state_next, cache) -> (dstate_prev, da_x,
-  da_rec)``: the backward of one step (R1', G1'-G4', L1'-L6'). ``da_x`` (B, G*H) is the gradient
-  of ``a_x`` and ``da_rec`` (B, G*H) that of the recurrent product's output (the same array but
-  for the "after" GRU, whose candidate product is gated by R). One recurrent product per step;
-  two for the "before" GRU, where ``R * h`` enters ``W_hh`` after ``h`` entered ``W_hz, W_hr``.
-- ``weight_grad(H_prev_all, caches, dA_rec) -> dW_h`` (H, G*H): the recurrent weights' gradient
-  as one product over all N rows after the reverse scan (B2), instead of a sum of T products.
-- ``forward_weights(W_h)``, ``backward_weights(W_h)``: what the steps take instead of the stacked
-  ``W_h`` (its transpose; the "before" GRU's two blocks), formed once before the scan, since a
-  transpose or slice written in a scan's body is redone at every step.
+- ``forward_weights(W_h)``: what the step takes instead of the stacked ``W_h`` (the "before"
+  GRU's two blocks), formed once before the scan, since a slice written in a scan's body is
+  redone at every step.
+
+Their backward, split into the factors of every step at once and a lean step for the reverse
+scan, is in :mod:`rnn_jax.cell_grads`; :data:`CELLS` holds both.
 
 The states before and after every step are the scan's outputs shifted by one (``H_all`` with the
 initial state in front), so no step saves ``h_prev``.
@@ -55,24 +50,10 @@ import jax.numpy as jnp
 
 from numpy_ref import cells as np_cells
 from numpy_ref.spec import ModelSpec
+from rnn_jax import cell_grads as g
 
 Array = jax.Array
 State = tuple[Array, ...]
-
-
-def _rows(a: Array) -> Array:
-    """(T, B, K) -> (N, K): every step's rows as one matrix."""
-    return a.reshape(-1, a.shape[-1])
-
-
-def _sigmoid_grad(s: Array) -> Array:
-    """d sigmoid(a) / da written with s = sigmoid(a)."""
-    return s * (1 - s)
-
-
-def _tanh_grad(t: Array) -> Array:
-    """d tanh(a) / da written with t = tanh(a)."""
-    return 1 - t * t
 
 
 def _split(a: Array, parts: int) -> list[Array]:
@@ -81,10 +62,6 @@ def _split(a: Array, parts: int) -> list[Array]:
 
 def _same(W_h: Array) -> Array:
     return W_h
-
-
-def _transposed(W_h: Array) -> Array:
-    return W_h.T
 
 
 # --- vanilla RNN -------------------------------------------------------------------------------
@@ -106,30 +83,6 @@ def rnn_step_forward(W_hh: Array, state_prev: State, a_x: Array) -> tuple[State,
     return (h_next,), ()
 
 
-def rnn_step_backward(
-    W_hh_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
-) -> tuple[State, Array, Array]:
-    """(R1') through tanh and ``h_prev W_hh``.
-
-    Args:
-        W_hh_T: (H, H), ``W_hh`` transposed.
-        dstate_next: ``(dh_next,)`` (B, H), by every path.
-        state_prev, state_next: ``(h_prev,)``, ``(h_next,)``, (B, H).
-        cache: empty.
-
-    Returns:
-        ``(dh_prev,)`` (B, H); ``da_x`` = ``da_rec`` (B, H), the gradient of the tanh's input.
-    """
-    (dh_next,), (h_next,) = dstate_next, state_next
-    da = _tanh_grad(h_next) * dh_next  # (R1') through tanh
-    return (da @ W_hh_T,), da, da
-
-
-def rnn_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2) ``dW_hh = sum_t h_{t-1}^T da_t`` as one product: H_prev_all, dA_rec (T, B, H)."""
-    return _rows(H_prev_all).T @ _rows(dA_rec)
-
-
 # --- GRU -----------------------------------------------------------------------------------------
 
 
@@ -137,22 +90,10 @@ def _gru_output(z: Array, h_prev: Array, h_tilde: Array) -> Array:
     return z * h_prev + (1 - z) * h_tilde  # (G4)
 
 
-def _gru_output_backward(
-    dh_next: Array, z: Array, h_prev: Array, h_tilde: Array
-) -> tuple[Array, Array, Array]:
-    """(G4'): gradients of z, of h_tilde, and the direct part of h_prev's."""
-    return dh_next * (h_prev - h_tilde), dh_next * (1 - z), dh_next * z
-
-
 def _split_zr_h(W_h: Array) -> tuple[Array, Array]:
     """(H, 3H) -> ``W_hzr`` (H, 2H), ``W_hh`` (H, H): the "before" GRU multiplies them apart."""
     H = W_h.shape[0]
     return W_h[:, : 2 * H], W_h[:, 2 * H :]
-
-
-def _split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
-    W_hzr, W_hh = _split_zr_h(W_h)
-    return W_hzr.T, W_hh.T
 
 
 def gru_before_step_forward(
@@ -178,56 +119,6 @@ def gru_before_step_forward(
     return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1),)
 
 
-def gru_before_step_backward(
-    W_h_T: tuple[Array, Array],
-    dstate_next: State,
-    state_prev: State,
-    state_next: State,
-    cache: tuple,
-) -> tuple[State, Array, Array]:
-    """(G4', G3', G3b', G2', G1').
-
-    Args:
-        W_h_T: ``(W_hzr^T (2H, H), W_hh^T (H, H))``.
-        dstate_next: ``(dh_next,)`` (B, H), by every path.
-        state_prev: ``(h_prev,)``; state_next: ``(h_next,)`` (unused); (B, H).
-        cache: ``(gates,)`` of the forward.
-
-    Returns:
-        ``(dh_prev,)`` (B, H); ``da_x`` = ``da_rec`` (B, 3H) ``[da_z | da_r | da_h]``.
-    """
-    W_hzr_T, W_hh_T = W_h_T
-    (dh_next,), (h_prev,), (gates,) = dstate_next, state_prev, cache
-    z, r, h_tilde = _split(gates, 3)
-    dz, dh_tilde, dh_prev = _gru_output_backward(dh_next, z, h_prev, h_tilde)
-    da_h = _tanh_grad(h_tilde) * dh_tilde  # (G3') through tanh
-    drh = da_h @ W_hh_T  # (G3b') through rh W_hh, rh = r * h_prev
-    dr = drh * h_prev
-    da_zr = jnp.concatenate([_sigmoid_grad(z) * dz, _sigmoid_grad(r) * dr], axis=-1)  # (G1', G2')
-    dh_prev = dh_prev + drh * r + da_zr @ W_hzr_T  # the three other paths to h_prev
-    da = jnp.concatenate([da_zr, da_h], axis=-1)
-    return (dh_prev,), da, da
-
-
-def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2) for the "before" GRU: ``W_hz, W_hr`` read ``h_prev``, ``W_hh`` reads ``r * h_prev``.
-
-    Args:
-        H_prev_all: (T, B, H), ``h_prev`` of every step.
-        caches: ``(gates,)``, gates (T, B, 3H).
-        dA_rec: (T, B, 3H).
-
-    Returns:
-        (H, 3H), ``[dW_hz | dW_hr | dW_hh]``.
-    """
-    (gates,) = caches
-    H = H_prev_all.shape[-1]
-    dW_hzr = _rows(H_prev_all).T @ _rows(dA_rec[..., : 2 * H])
-    rh = gates[..., H : 2 * H] * H_prev_all  # the input of W_hh is r * h_prev
-    dW_hh = _rows(rh).T @ _rows(dA_rec[..., 2 * H :])
-    return jnp.concatenate([dW_hzr, dW_hh], axis=-1)
-
-
 def gru_after_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
     """(G1, G2, G3a, G4): PyTorch's (cuDNN's) GRU, the reset gate after the recurrent product.
 
@@ -248,37 +139,6 @@ def gru_after_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[S
     h_tilde = jnp.tanh(a_x[:, 2 * H :] + zr[:, H:] * hW)  # (G3a)
     h_next = _gru_output(zr[:, :H], h_prev, h_tilde)
     return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1), hW)
-
-
-def gru_after_step_backward(
-    W_h_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
-) -> tuple[State, Array, Array]:
-    """(G4', G3', G3a', G2', G1').
-
-    Args:
-        W_h_T: (3H, H), ``W_h`` transposed.
-        dstate_next: ``(dh_next,)`` (B, H), by every path.
-        state_prev: ``(h_prev,)``; state_next: ``(h_next,)`` (unused); (B, H).
-        cache: ``(gates, hW)`` of the forward.
-
-    Returns:
-        ``(dh_prev,)`` (B, H); ``da_x`` (B, 3H) ``[da_z | da_r | da_h]``; ``da_rec`` (B, 3H)
-        ``[da_z | da_r | r * da_h]``, the gradient of ``h_prev W_h``.
-    """
-    (dh_next,), (h_prev,), (gates, hW) = dstate_next, state_prev, cache
-    z, r, h_tilde = _split(gates, 3)
-    dz, dh_tilde, dh_prev = _gru_output_backward(dh_next, z, h_prev, h_tilde)
-    da_h = _tanh_grad(h_tilde) * dh_tilde  # (G3') through tanh
-    dr, dhW = da_h * hW, da_h * r  # (G3a') through r * (h_prev W_hh)
-    da_zr = jnp.concatenate([_sigmoid_grad(z) * dz, _sigmoid_grad(r) * dr], axis=-1)  # (G1', G2')
-    da_rec = jnp.concatenate([da_zr, dhW], axis=-1)
-    dh_prev = dh_prev + da_rec @ W_h_T  # one product for the three recurrent paths
-    return (dh_prev,), jnp.concatenate([da_zr, da_h], axis=-1), da_rec
-
-
-def gru_after_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2): ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, 3H)."""
-    return _rows(H_prev_all).T @ _rows(dA_rec)
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
@@ -308,71 +168,56 @@ def lstm_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State,
     return (h_next, c_next), (gates,)
 
 
-def lstm_step_backward(
-    W_h_T: Array, dstate_next: State, state_prev: State, state_next: State, cache: tuple
-) -> tuple[State, Array, Array]:
-    """(L6', L5', L1'-L4').
-
-    Args:
-        W_h_T: (4H, H), ``W_h`` transposed.
-        dstate_next: ``(dh_next, dc_next)`` (B, H) each: ``h_next``'s by every path,
-            ``c_next``'s from step t+1.
-        state_prev: ``(h_prev, c_prev)``; state_next: ``(h_next, c_next)``; (B, H) each.
-        cache: ``(gates,)`` of the forward.
-
-    Returns:
-        ``(dh_prev, dc_prev)`` (B, H) each; ``da_x`` = ``da_rec`` (B, 4H), the gradient of the
-        gates' pre-activations.
-    """
-    (_, c_prev), (_, c_next), (gates,) = state_prev, state_next, cache
-    H = c_next.shape[-1]
-    i, f, o, c_tilde = _split(gates, 4)
-    dh_next, dc_next = dstate_next
-    tanh_c = jnp.tanh(c_next)  # recomputed: cheaper than saving it
-    dc = dc_next + dh_next * o * _tanh_grad(tanh_c)  # (L6') through tanh, plus C's path to t+1
-    dgates = jnp.concatenate(
-        [dc * c_tilde, dc * c_prev, dh_next * tanh_c, dc * i], axis=-1
-    )  # (L5', L6'): di, df, do, dc_tilde
-    sig = gates[:, : 3 * H]
-    da = dgates * jnp.concatenate([_sigmoid_grad(sig), _tanh_grad(c_tilde)], axis=-1)  # (L1'-L4')
-    return (da @ W_h_T, dc * f), da, da
-
-
-def lstm_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2): ``dW_h = sum_t h_{t-1}^T da_t`` as one product, (H, 4H)."""
-    return _rows(H_prev_all).T @ _rows(dA_rec)
-
-
 # --- the table ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Cell:
-    """The functions of one cell (module docstring); ``name`` is its key in ``numpy_ref``'s
-    table too, where its kind, gates and states are listed."""
+    """The functions of one cell (module docstring and :mod:`rnn_jax.cell_grads`); ``name`` is
+    its key in ``numpy_ref``'s table too, where its kind, gates and states are listed."""
 
     name: str
     step_forward: Callable[[Any, State, Array], tuple[State, tuple]]
-    step_backward: Callable[..., tuple[State, Array, Array]]
-    weight_grad: Callable[[Array, tuple, Array], Array]
+    backward_factors: Callable[[State, State, tuple], tuple]
+    step_backward: Callable[[Any, State, tuple], tuple[State, tuple]]
+    input_grads: Callable[[tuple, tuple], tuple[Array, Array]]
+    weight_grad: Callable[[Array, tuple, Array], Array] = g.weight_grad
     forward_weights: Callable[[Array], Any] = _same
-    backward_weights: Callable[[Array], Any] = _transposed
+    backward_weights: Callable[[Array], Any] = g.transposed
 
 
 CELLS = {
-    "rnn": Cell("rnn", rnn_step_forward, rnn_step_backward, rnn_weight_grad),
+    "rnn": Cell(
+        "rnn",
+        rnn_step_forward,
+        g.rnn_backward_factors,
+        g.rnn_step_backward,
+        g.same_input_grads,
+    ),
     "gru_before": Cell(
         "gru_before",
         gru_before_step_forward,
-        gru_before_step_backward,
-        gru_before_weight_grad,
+        g.gru_before_backward_factors,
+        g.gru_before_step_backward,
+        g.gru_before_input_grads,
+        g.gru_before_weight_grad,
         _split_zr_h,
-        _split_zr_h_transposed,
+        g.split_zr_h_transposed,
     ),
     "gru_after": Cell(
-        "gru_after", gru_after_step_forward, gru_after_step_backward, gru_after_weight_grad
+        "gru_after",
+        gru_after_step_forward,
+        g.gru_after_backward_factors,
+        g.gru_after_step_backward,
+        g.gru_after_input_grads,
     ),
-    "lstm": Cell("lstm", lstm_step_forward, lstm_step_backward, lstm_weight_grad),
+    "lstm": Cell(
+        "lstm",
+        lstm_step_forward,
+        g.lstm_backward_factors,
+        g.lstm_step_backward,
+        g.same_input_grads,
+    ),
 }
 
 

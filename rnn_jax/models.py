@@ -15,10 +15,11 @@ Gradients come one of two ways (``grad_mode``):
 
 - ``"autodiff"``: ``jax.value_and_grad`` through everything, the scan included;
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
-  project's own BPTT (docs/bptt.md): a reverse ``lax.scan`` of the cells' ``step_backward`` over
-  the activations the forward scan saved, then the recurrent weights' gradient as one product
-  over all N rows. The gather, the input and output products and the loss are differentiated by
-  JAX either way.
+  project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
+  step at once from the activations the forward scan saved, a reverse ``lax.scan`` of the cells'
+  lean ``step_backward`` over them, then the inputs' gradients of every step at once and the
+  recurrent weights' gradient as one product over all N rows. The gather, the input and output
+  products and the loss are differentiated by JAX either way.
 
 All functions are pure; ``forward`` and ``loss_and_grads`` are ``jit``-compiled per (spec, shapes).
 """
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpy_ref.spec import ModelSpec, Params, State
+from rnn_jax.cell_grads import materialized
 from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
 
 Array = jax.Array
@@ -99,18 +101,15 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
         dH_above, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
         W_T = cell.backward_weights(W_h)
         states_prev = _shift(state0, states)
+        factors = cell.backward_factors(states_prev, states, caches)  # every step's, at once
 
         def body(dstate, inputs):
-            dh_above, state_prev, state_next, cache = inputs
+            dh_above, factors_t = inputs
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
-            dstate_prev, da_x, da_rec = cell.step_backward(
-                W_T, (dh_next, *dstate[1:]), state_prev, state_next, cache
-            )
-            return dstate_prev, (da_x,) if da_rec is da_x else (da_x, da_rec)  # save it once
+            return cell.step_backward(W_T, (dh_next, *dstate[1:]), factors_t)
 
-        xs = (dH_above, states_prev, states, caches)
-        dstate0, dA = lax.scan(body, tuple(dstate_T), xs, reverse=True)
-        dA_x, dA_rec = dA[0], dA[-1]
+        dstate0, dsteps = lax.scan(body, tuple(dstate_T), (dH_above, factors), reverse=True)
+        dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
         return dA_x, dW_h, dstate0
 
@@ -145,20 +144,85 @@ def apply(
     """
     T, B = X.shape[1], X.shape[0]  # X is (B, T); everything inside is time-major
     recurrence = _recurrence(spec, grad_mode)
+    fast = grad_mode == "bptt"  # the plain reference stays plain: grad_mode="autodiff"
+    linear = dense if fast else _dense
     H_all = None
     last_states = []
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            A_x = (W_x + b)[X.T]  # (T, B, G*H): row X[b, t] of W_x plus b, a gather of rows
+            gather = gather_rows if fast else _gather_rows
+            A_x = gather(W_x, b, X.T)  # (T, B, G*H): row X[b, t] of W_x plus b
         else:
-            A_x = (H_all.reshape(T * B, -1) @ W_x + b).reshape(T, B, -1)
+            A_x = linear(H_all.reshape(T * B, -1), W_x, b).reshape(T, B, -1)
         state0 = tuple(s[layer_index] for s in state)
         H_all, state_l = recurrence(A_x, W_h, state0)
         last_states.append(state_l)
     new_state = tuple(jnp.stack([s[k] for s in last_states]) for k in range(spec.num_states))
-    logits = H_all.reshape(T * B, -1) @ params["W_hq"] + params["b_q"]  # (N, V), row t*B + b
+    logits = linear(H_all.reshape(T * B, -1), params["W_hq"], params["b_q"])  # (N, V), row t*B + b
     return logits.reshape(T, B, -1), new_state
+
+
+def _gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
+    """``(W_x + b)[tokens]``: W_x (V, K), b (K,), tokens int (T, B) -> (T, B, K); the same as
+    the book's one-hot product ``onehot(tokens) W_x + b``."""
+    return (W_x + b)[tokens]
+
+
+def _with_bias(X: Array, W: Array, b: Array) -> Array:
+    """``X W + b`` as one product, ``[X | 1] [W ; b]``: the bias is the last row of the matrix
+    and a column of ones meets it. XLA's CPU backend would otherwise add ``b``, stacked from the
+    gates' biases, in a pass of its own over the (N, K) result, choosing the gate of every
+    element anew; the product runs in YNNPACK (docs/performance.md)."""
+    ones = jnp.ones((*X.shape[:-1], 1), X.dtype)
+    return jnp.concatenate([X, ones], axis=-1) @ jnp.concatenate([W, b[None]], axis=0)
+
+
+@jax.custom_vjp
+def gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
+    """:func:`_gather_rows` as the book's one-hot product, bias included (:func:`_with_bias`):
+    on the CPU, XLA fuses the stacking of the gates' arrays into a gather and runs it element by
+    element. The backward (I1') adds each row's gradient into the row of its token, and sums
+    them for ``b``."""
+    return _with_bias(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype), W_x, b)
+
+
+def _gather_rows_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
+    return gather_rows(W_x, b, tokens), (tokens, W_x.shape[0])
+
+
+def _gather_rows_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
+    tokens, V = residuals
+    rows = dA.reshape(-1, dA.shape[-1])  # (N, K)
+    return jax.ops.segment_sum(rows, tokens.reshape(-1), V), rows.sum(axis=0), None
+
+
+gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
+def _dense(X: Array, W: Array, b: Array) -> Array:
+    """``X W + b``: X (N, D), W (D, K), b (K,) -> (N, K)."""
+    return X @ W + b
+
+
+@jax.custom_vjp
+def dense(X: Array, W: Array, b: Array) -> Array:
+    """:func:`_dense` as one product (:func:`_with_bias`), whose backward (I2', O1') forms
+    ``W^T`` and ``X^T`` as arrays of their own, so that XLA's CPU backend runs both products in
+    YNNPACK (``cell_grads.materialized``)."""
+    return _with_bias(X, W, b)
+
+
+def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _dense(X, W, b), (X, W)
+
+
+def _dense_bwd(residuals: tuple[Array, Array], dY: Array) -> tuple[Array, Array, Array]:
+    X, W = residuals
+    return dY @ materialized(W.T), materialized(X.T) @ dY, dY.sum(axis=0)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def _mean_cross_entropy(logits: Array, Y: Array) -> Array:

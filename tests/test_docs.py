@@ -38,7 +38,7 @@ REDUCED = {
     "lstm": RUN,
     "deep_rnn": RUN,
     "compare": RUN,
-    "bench": ["--configs", "rnn", "--repeats", "2", "--warmup", "0"],
+    "bench": ["--configs", "rnn", "--repeats", "2", "--warmup", "0", "--corpus-mb", "0"],
     "table": [],
     "corpus_stats": [],
     "gradcheck": [],  # already small: V=5, H=3, B=2, T=4
@@ -150,7 +150,7 @@ def test_the_pages_announce_the_reductions_the_tests_apply() -> None:
     readme = " ".join(PAGES["README.md"].read_text(encoding="utf-8").split())
     assert "the tests run 2 epochs" in readme
     assert "the tests resume a run of one epoch by one epoch" in readme
-    assert "the tests run it with `--configs rnn --repeats 2 --warmup 0`" in readme
+    assert "the tests run it with `--configs rnn --repeats 2 --warmup 0 --corpus-mb 0`" in readme
     assert "the tests run it with `--steps 10 --hidden 8 --batch-size 2`" in readme
     assert "Python block with `num_epochs=1`" in " ".join(
         PAGES["experiments/README.md"].read_text(encoding="utf-8").split()

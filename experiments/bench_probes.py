@@ -1,0 +1,357 @@
+"""The small measurements behind docs/performance.md: where a step's time goes, and why.
+
+    python -m experiments.bench_probes profile --config lstm  # XLA's kernels of one JAX step
+    python -m experiments.bench_probes products               # (B2) in XLA, NumPy, PyTorch
+    python -m experiments.bench_probes recurrent              # a scan's small products
+    python -m experiments.bench_probes inputs                 # layer 0's input: gather, one-hot
+    python -m experiments.bench_probes sigmoid                # numpy_ref's sigmoid, two ways
+    python -m experiments.bench_probes compile --config lstm  # XLA compile time per LLVM level
+    python -m experiments.bench_probes versus --rev 33cbfa0   # rnn_jax then and now, PyTorch
+
+Every probe applies ``--threads`` like the other commands (default: half the cores) and times
+its variants interleaved (``experiments.bench.measure``), medians in ms.
+
+- ``profile``: ``jax.profiler`` traces 20 steps of ``rnn_jax.make_train_step`` (bptt) and sums
+  the trace's events per XLA kernel: calls per step and ms per step, the kernels inside the
+  scans (35 calls a step) apart from those that run once, YNNPACK's products (``ynn_fusion``)
+  apart from XLA's own loop fusions.
+- ``products``: the recurrent weights' gradient of the LSTM, ``H^T dA`` with H (N, H) = (1120,
+  256), dA (1120, 1024): as XLA receives it from ``a.T @ b``, with the transpose written out
+  first, NumPy, PyTorch.
+- ``recurrent``: what a scan's products cost, the limit of every recurrent step here: 35
+  dependent (32, 256) x (256, 1024) products (the LSTM's, 16.8 MFLOP each) with a tanh between
+  them, in XLA with the rows-major layout of rnn_jax and with the state kept transposed, NumPy,
+  PyTorch.
+- ``inputs``: layer 0's ``A_x`` (T, B, 4H) = (35, 32, 1024) from a (28, 1024) table: XLA's gather
+  of ``W_x + b`` stacked from the gates, and the one-hot product with the bias as a last row.
+- ``sigmoid``: ``1 / (1 + exp(-x))`` guarded by ``where`` against ``(1 + tanh(x / 2)) / 2`` on a
+  (32, 768) float32 array.
+- ``versus``: rnn_jax as it was at a git revision (``--rev``, default 33cbfa0, before issue 11)
+  beside the working tree's, copied out of git into a temporary package, and PyTorch: each
+  configuration's jax-bptt step, interleaved, median and best.
+- ``compile``: per XLA_FLAGS setting, a fresh subprocess with an empty persistent compilation
+  cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
+  compilation (or loading from the cache), the first step.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from experiments import runtime
+from experiments.bench import CONFIGS, measure
+from experiments.bench_steps import BATCH, STEPS, VOCAB, jax_step
+from experiments.flags import POSITIVE, Parser
+
+ROOT = Path(__file__).resolve().parents[1]
+WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool", "$", "Pjit", "CommonPjRt", "while", "Execute")
+
+
+def _report(times: dict[str, list[float]], flops: float | None = None) -> list[str]:
+    lines = []
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        rate = f"  {flops / median / 1e9:6.1f} GFLOP/s" if flops else ""
+        lines.append(f"{name:28s} {1e3 * median:8.3f} ms  (best {1e3 * min(ts):.3f}){rate}")
+    return lines
+
+
+def profile(config: str, steps: int = 20) -> list[str]:
+    import jax
+
+    spec = CONFIGS[config].spec()
+    X = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS))
+    step = jax_step(spec, X, X, "bptt")
+    for _ in range(5):
+        step()
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder):
+            for _ in range(steps):
+                step()
+        (trace,) = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
+        data = jax.profiler.ProfileData.from_file(trace)
+    events: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for plane in data.planes:
+        for line in plane.lines:
+            for event in line.events:
+                if not event.name.startswith(WRAPPERS):
+                    events[event.name][0] += 1
+                    events[event.name][1] += event.duration_ns
+    per_step = {k: (n / steps, ns / steps / 1e6) for k, (n, ns) in events.items()}
+    in_scan = {k: v for k, v in per_step.items() if v[0] >= STEPS - 1}
+    total = {
+        "kernels in the scans (>= 1 call a time step)": sum(ms for _, ms in in_scan.values()),
+        "  of which YNNPACK products": sum(
+            ms for k, (_, ms) in in_scan.items() if k.startswith("ynn")
+        ),
+        "kernels once a step": sum(ms for k, (_, ms) in per_step.items() if k not in in_scan),
+    }
+    lines = [f"{config}: XLA kernels of one training step (jax-bptt), {steps} steps traced"]
+    lines += [f"{name:45s} {ms:7.2f} ms/step" for name, ms in total.items()]
+    lines.append(f"{'kernel':45s} {'calls/step':>10s} {'ms/step':>8s}")
+    for name, (calls, ms) in sorted(per_step.items(), key=lambda kv: -kv[1][1])[:25]:
+        lines.append(f"{name[:45]:45s} {calls:10.1f} {ms:8.3f}")
+    return lines
+
+
+def products(repeats: int) -> list[str]:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    rng = np.random.default_rng(0)
+    H_rows = rng.standard_normal((BATCH * STEPS, 256)).astype(np.float32)
+    dA = rng.standard_normal((BATCH * STEPS, 1024)).astype(np.float32)
+    Hj, dAj = jnp.asarray(H_rows), jnp.asarray(dA)
+    plain = jax.jit(lambda a, b: a.T @ b)
+    written = jax.jit(lambda a, b: lax.optimization_barrier(a.T) @ b)
+    steps = {
+        "XLA a.T @ b": lambda: plain(Hj, dAj).block_until_ready(),
+        "XLA transpose written out": lambda: written(Hj, dAj).block_until_ready(),
+        "NumPy a.T @ b": lambda: H_rows.T @ dA,
+    }
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        Ht, dAt = torch.from_numpy(H_rows), torch.from_numpy(dA)
+        steps["PyTorch a.T @ b"] = lambda: Ht.T @ dAt
+    times, _ = measure(steps, 3, repeats)
+    flops = 2.0 * BATCH * STEPS * 256 * 1024
+    return ["(B2) of the LSTM, H^T dA, (256, 1120) x (1120, 1024)", *_report(times, flops)]
+
+
+def recurrent(repeats: int) -> list[str]:
+    """T = 35 dependent (32, 256) x (256, 1024) products, as in an LSTM's forward scan."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    rng = np.random.default_rng(0)
+    W = (0.01 * rng.standard_normal((256, 1024))).astype(np.float32)
+    A = rng.standard_normal((STEPS, BATCH, 1024)).astype(np.float32)
+    h0 = np.zeros((BATCH, 256), np.float32)
+    Wj, WTj, Aj = jnp.asarray(W), jnp.asarray(np.ascontiguousarray(W.T)), jnp.asarray(A)
+
+    @jax.jit
+    def rows_major(W, A, h0):  # h (B, H) @ W (H, 4H): the layout of rnn_jax's scans
+        return lax.scan(lambda h, a: (jnp.tanh((h @ W + a)[:, :256]), None), h0, A)[0]
+
+    @jax.jit
+    def features_major(WT, A, h0):  # W^T (4H, H) @ h^T (H, B): the state kept transposed
+        body = lambda hT, a: (jnp.tanh((WT @ hT)[:256] + a[0, :256, None]), None)  # noqa: E731
+        return lax.scan(body, h0.T, A)[0]
+
+    def numpy_loop() -> None:
+        h = h0
+        for a in A:
+            h = np.tanh((h @ W + a)[:, :256])
+
+    steps = {
+        "XLA h @ W": lambda: rows_major(Wj, Aj, h0).block_until_ready(),
+        "XLA W^T h^T": lambda: features_major(WTj, Aj, h0).block_until_ready(),
+        "NumPy h @ W": numpy_loop,
+    }
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        Wt, At, ht = torch.from_numpy(W), torch.from_numpy(A), torch.from_numpy(h0)
+
+        def torch_loop() -> None:
+            h = ht
+            for a in At:
+                h = torch.tanh((h @ Wt + a)[:, :256])
+
+        steps["PyTorch h @ W"] = torch_loop
+    times, _ = measure(steps, 3, repeats)
+    flops = 2.0 * STEPS * BATCH * 256 * 1024
+    return ["35 dependent (32, 256) x (256, 1024) products + tanh", *_report(times, flops)]
+
+
+def inputs(repeats: int) -> list[str]:
+    import jax
+    import jax.numpy as jnp
+
+    from rnn_jax.models import gather_rows
+
+    rng = np.random.default_rng(0)
+    parts = [jnp.asarray(rng.standard_normal((VOCAB, 256)).astype(np.float32)) for _ in range(4)]
+    biases = [jnp.asarray(rng.standard_normal(256).astype(np.float32)) for _ in range(4)]
+    tokens = jnp.asarray(rng.integers(0, VOCAB, (STEPS, BATCH)))
+    gather = jax.jit(lambda p, b, x: (jnp.concatenate(p, -1) + jnp.concatenate(b))[x])
+    onehot = jax.jit(lambda p, b, x: gather_rows(jnp.concatenate(p, -1), jnp.concatenate(b), x))
+    steps = {
+        "XLA gather of W_x + b": lambda: gather(parts, biases, tokens).block_until_ready(),
+        "one-hot product, bias row": lambda: onehot(parts, biases, tokens).block_until_ready(),
+    }
+    times, _ = measure(steps, 3, repeats)
+    return ["layer 0's A_x (35, 32, 1024) from the gates' (28, 256) arrays", *_report(times)]
+
+
+def sigmoid(repeats: int) -> list[str]:
+    from numpy_ref.cells import sigmoid as tanh_form
+
+    x = np.random.default_rng(0).standard_normal((BATCH, 768)).astype(np.float32)
+
+    def exp_form() -> np.ndarray:
+        e = np.exp(-np.abs(x))
+        r = 1.0 / (1.0 + e)
+        return np.where(x >= 0, r, e * r)
+
+    steps = {"guarded exp": exp_form, "(1 + tanh(x/2)) / 2": lambda: tanh_form(x)}
+    times, _ = measure(steps, 20, repeats * 10)
+    return ["numpy_ref sigmoid on (32, 768) float32", *_report(times)]
+
+
+def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
+    """rnn_jax as it was at ``revision`` (git) against the working tree's, PyTorch beside them."""
+    import importlib
+    import re
+
+    import jax
+
+    from experiments.bench_steps import torch_concise_step
+    from numpy_ref.spec import init_params
+
+    name = "rnn_jax_at_" + re.sub(r"\W", "_", revision)
+    folder = tempfile.mkdtemp(prefix="rnn-lm-versus-")
+    package = Path(folder) / name
+    package.mkdir()
+    listed = subprocess.run(["git", "ls-tree", "--name-only", revision, "rnn_jax/"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for path in listed:
+        text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        text = re.sub(r"\brnn_jax\b", name, text)
+        (package / Path(path).name).write_text(text, encoding="utf-8")
+    sys.path.insert(0, folder)
+    packages = {
+        revision: importlib.import_module(name),
+        "working tree": importlib.import_module("rnn_jax"),
+    }
+
+    def step_of(pkg, spec, X, Y):
+        init, train_step = pkg.make_train_step(spec, 1.0, 1.0, "bptt")
+        params = pkg.to_jax(init_params(spec, 0), "cpu")
+        carry, state = [params, init(params)], pkg.begin_state(spec, BATCH)
+        Xd, Yd = jax.device_put((X, Y))
+
+        def step() -> None:
+            new, opt_state, loss, _, _ = train_step(*carry, Xd, Yd, state)
+            carry[:] = [new, opt_state]
+            loss.block_until_ready()
+
+        return step
+
+    lines = [f"jax-bptt at {revision} and in the working tree, and PyTorch: median (best) ms"]
+    for config in configs:
+        spec = CONFIGS[config].spec()
+        rng = np.random.default_rng(0)
+        X, Y = rng.integers(0, VOCAB, (BATCH, STEPS)), rng.integers(0, VOCAB, (BATCH, STEPS))
+        steps = {label: step_of(pkg, spec, X, Y) for label, pkg in packages.items()}
+        steps["torch"] = torch_concise_step(spec, X, Y)
+        times, _ = measure(steps, 3, repeats)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        best = {k: min(v) for k, v in times.items()}
+        cells = [f"{k} {1e3 * med[k]:.2f} ({1e3 * best[k]:.2f})" for k in steps]
+        ratios = [f"{k} {med['torch'] / med[k]:.2f}x ({best['torch'] / best[k]:.2f}x)"
+                  for k in packages]  # fmt: skip
+        lines.append(f"{config}: " + ", ".join(cells) + "; vs torch: " + ", ".join(ratios))
+    return lines
+
+
+_COMPILE = """
+import json, sys, time, numpy as np
+from experiments import runtime
+if int(sys.argv[2]):
+    runtime.set_threads(int(sys.argv[2]))
+runtime.enable_compile_cache(sys.argv[3])
+from experiments import bench
+import jax, rnn_jax
+from numpy_ref.spec import init_params
+spec = bench.CONFIGS[sys.argv[1]].spec()
+init, step = rnn_jax.make_train_step(spec, 1.0, 1.0, "bptt")
+p = rnn_jax.to_jax(init_params(spec, 0), "cpu")
+o, X, state = init(p), np.zeros((32, 35), np.int64), rnn_jax.begin_state(spec, 32)
+t0 = time.perf_counter(); lowered = step.lower(p, o, X, X, state)
+t1 = time.perf_counter(); compiled = lowered.compile()
+t2 = time.perf_counter(); jax.block_until_ready(compiled(p, o, X, X, state))
+t3 = time.perf_counter()
+print(json.dumps({"trace_and_lower": t1 - t0, "compile": t2 - t1, "run": t3 - t2}))
+"""
+
+
+def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
+    """Per LLVM level, a fresh process with an empty persistent cache (cold), then another that
+    finds the first one's program there (warm)."""
+    settings = {"LLVM level 2 (XLA's default)": "--xla_backend_optimization_level=2",
+                "LLVM level 1": "--xla_backend_optimization_level=1"}  # fmt: skip
+    found: dict[tuple[str, str], list[dict[str, float]]] = collections.defaultdict(list)
+    for _ in range(rounds):
+        for name, flags in settings.items():
+            with tempfile.TemporaryDirectory() as cache:
+                for kind in ("cold", "warm"):
+                    command = [sys.executable, "-c", _COMPILE, config, str(threads), cache]
+                    env = {**os.environ, "XLA_FLAGS": flags}
+                    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
+                                          text=True)  # fmt: skip
+                    if done.returncode != 0:
+                        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+                    found[(name, kind)].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    lines = [f"{config}: the jax-bptt step in a fresh process, {rounds} rounds, medians (s)"]
+    for (name, kind), runs in found.items():
+        parts = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        lines.append(
+            f"{name:30s} {kind}: trace+lower {parts['trace_and_lower']:.3f}, "
+            f"XLA compile {parts['compile']:.3f}, first step {parts['run']:.3f}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m experiments.bench_probes", description=__doc__.split("\n")[0])
+    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus")
+    parser.add_argument("probe", choices=probes)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="lstm")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None,
+                        help="versus: the configurations (default: every one)")  # fmt: skip
+    parser.add_argument("--rev", default="33cbfa0", help="versus: the git revision to compare")
+    parser.add_argument("--repeats", type=POSITIVE, default=40)
+    runtime.add_flags(parser)
+    args = parser.parse_args(argv)
+    settings = runtime.configure(args)
+    print(f"threads {settings['threads']} ({settings['policy']}); "
+          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    if args.probe == "profile":
+        lines = profile(args.config)
+    elif args.probe == "products":
+        lines = products(args.repeats)
+    elif args.probe == "recurrent":
+        lines = recurrent(args.repeats)
+    elif args.probe == "inputs":
+        lines = inputs(args.repeats)
+    elif args.probe == "sigmoid":
+        lines = sigmoid(args.repeats)
+    elif args.probe == "versus":
+        lines = versus(args.rev, args.configs or list(CONFIGS), args.repeats)
+    else:
+        lines = compile_times(args.config, settings["threads"])
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

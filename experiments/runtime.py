@@ -1,0 +1,140 @@
+"""Process-wide settings of a command: how many threads compute, and JAX's compilation cache.
+
+Every command calls :func:`configure` right after parsing its flags (:func:`add_flags`), before
+NumPy's BLAS, PyTorch or JAX have run anything:
+
+- ``--threads N``: NumPy's BLAS and every OpenMP pool (threadpoolctl), PyTorch's intra-op pool
+  (``torch.set_num_threads``) and XLA's CPU pools (``NPROC``, read by XLA when JAX starts its CPU
+  backend) use N threads. Left out (or ``--threads 0``), the policy of docs/performance.md
+  applies, :func:`default_threads`: half the cores, at least one, for every library alike. A
+  thread pool on a core another process needs loses far more than that core
+  (experiments/bench_threads.py measures it). The count must not depend on the moment: results
+  differ in the last bits between thread counts (NumPy's and XLA's), and a resumed run must end
+  bit-identical to an uninterrupted one: resume with the ``--threads`` of the run.
+- ``--no-compile-cache``: JAX's persistent compilation cache stays off. By default it is on, in
+  ``$XDG_CACHE_HOME/rnn-lm/jax`` (``~/.cache/rnn-lm/jax``), beside the corpus cache of
+  :func:`numpy_ref.corpus.cache_dir`: a second run of a command loads its compiled steps instead
+  of compiling them again. Every compilation is cached, however short (JAX's default skips those
+  under a second, which are all of ours).
+
+Where JAX is already imported, its configuration is updated; otherwise the environment variables
+that JAX reads when it is imported are set, so that numpy-only commands do not import JAX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from numpy_ref.corpus import cache_dir
+
+AUTO = 0  # --threads 0: the policy, default_threads()
+
+
+def compile_cache_dir() -> Path:
+    """Where JAX's persistent compilation cache lives: ``cache_dir() / "jax"``."""
+    return cache_dir() / "jax"
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--no-compile-cache`` (module docstring)."""
+    from experiments.flags import NON_NEGATIVE
+
+    parser.add_argument("--threads", type=NON_NEGATIVE, default=AUTO, metavar="N",
+                        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
+                             "cores, at least 1; docs/performance.md)")  # fmt: skip
+    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                        help=f"do not use JAX's persistent compilation cache "
+                             f"(default: on, in {compile_cache_dir()})")  # fmt: skip
+
+
+def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[str, Any]:
+    """Apply ``--threads`` and the compilation cache from parsed flags (or keyword settings).
+
+    Args:
+        args: a namespace with ``threads`` and ``compile_cache`` (either may be missing).
+        settings: ``threads=``, ``compile_cache=``, ``cache_path=``, overriding ``args``.
+
+    Returns:
+        What was applied: ``{"threads": N, "policy": "--threads" or "the default, ...",
+        "compile_cache": path or None}``.
+    """
+    values = {"threads": AUTO, "compile_cache": True, "cache_path": None}
+    if args is not None:
+        values.update(
+            {k: getattr(args, k) for k in ("threads", "compile_cache") if hasattr(args, k)}
+        )
+    values.update(settings)
+    threads = values["threads"] or default_threads()
+    set_threads(threads)
+    path = None
+    if values["compile_cache"]:
+        path = enable_compile_cache(values["cache_path"])
+    policy = "--threads" if values["threads"] else "the default, half the cores"
+    return {"threads": threads, "policy": policy, "compile_cache": path and str(path)}
+
+
+def default_threads() -> int:
+    """The policy (docs/performance.md): half the cores this process may run on, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
+
+
+def set_threads(threads: int) -> None:
+    """``threads`` threads for BLAS, OpenMP, PyTorch and XLA's CPU pools."""
+    os.environ["NPROC"] = str(threads)  # XLA's CPU client sizes its thread pools from it
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)  # pools started after this point, subprocesses
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # the pools already loaded (NumPy's OpenBLAS at least)
+    if sys.modules.get("torch") is not None:  # else OMP_NUM_THREADS applies when it is imported
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def enable_compile_cache(path: str | os.PathLike[str] | None = None) -> Path:
+    """JAX's persistent compilation cache on, in ``path`` (default :func:`compile_cache_dir`)."""
+    folder = Path(path) if path is not None else compile_cache_dir()
+    options = {
+        "jax_compilation_cache_dir": str(folder),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    if sys.modules.get("jax") is not None:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        for name, value in options.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()  # JAX opens its cache once: open it again, here
+    else:
+        for name, value in options.items():
+            os.environ[name.upper()] = str(value)
+    return folder
+
+
+def disable_compile_cache() -> None:
+    """Turn the persistent compilation cache off again (JAX imported or not)."""
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if sys.modules.get("jax") is not None:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()
+
+
+def thread_counts() -> dict[str, Any]:
+    """The thread counts in force, per library, as they report them (for the bench's header)."""
+    from threadpoolctl import threadpool_info
+
+    counts: dict[str, Any] = {}
+    for pool in threadpool_info():
+        counts[f"{pool['user_api']}:{pool['internal_api']}"] = pool["num_threads"]
+    if sys.modules.get("torch") is not None:
+        counts["torch"] = sys.modules["torch"].get_num_threads()
+    counts["xla"] = int(os.environ.get("NPROC", "0")) or len(os.sched_getaffinity(0))
+    return counts
