@@ -4,6 +4,7 @@
     python -m experiments.compare --section gru --gru-reset after --epochs 50
     python -m experiments.compare --impls numpy,jax   # without PyTorch
     python -m experiments.compare --seeds 5           # every implementation over seeds 0-4
+    python -m experiments.compare --populations runs/gru-numpy-pop runs/gru-jax-pop  # no training
 
 Every implementation starts from the same ``init_params(spec, seed)`` and sees the same
 minibatches (the loader is seeded with the same seed), so the per-epoch perplexities agree to
@@ -109,6 +110,9 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--out", help="comparison directory (default runs/compare-<section>-<iter>)"
     )
+    parser.add_argument("--populations", nargs="+", metavar="DIR",
+                        help="compare finished populations, one per implementation, without "
+                        "training anything (e.g. runs/gru-numpy-pop runs/gru-jax-pop)")  # fmt: skip
     add_run_flags(parser, None, seeds=seed_count)
     return parser  # fmt: skip
 
@@ -159,10 +163,7 @@ def compare(
             passes one with a progress bar.
         overwrite: replace an existing comparison's files.
     """
-    if out.is_dir() and (out / TABLE).exists() and not overwrite:
-        raise ConfigError(
-            f"comparison directory {out} already holds {TABLE}: pass --overwrite or choose --out"
-        )
+    refuse_existing(out, overwrite)
     checked = [start(config) for config in configs]
     comparison = Comparison(out)
     for config, prepared in zip(configs, checked, strict=True):
@@ -183,6 +184,27 @@ def compare(
     return comparison
 
 
+def populations_out(args: Any) -> Path:
+    """``--populations``: the comparison directory, after refusing the flags of a training run."""
+    flags = {"num_epochs": "epochs", "num_hiddens": "hidden", "num_layers": "layers",
+             "data_path": "data"}  # fmt: skip
+    given = [f"--{flags.get(k, k).replace('_', '-')}" for k, v in overrides_from_args(args).items()
+             if v is not None and k != "overwrite"]  # fmt: skip
+    given += ["--seeds"] if args.seeds is not None else []
+    if given:
+        raise ConfigError(f"--populations compares finished runs: drop {', '.join(given)}")
+    out = Path(args.out or "runs/compare-populations")
+    refuse_existing(out, args.overwrite)
+    return out
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.is_dir() and (out / TABLE).exists() and not overwrite:
+        raise ConfigError(
+            f"comparison directory {out} already holds {TABLE}: pass --overwrite or choose --out"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; the exit codes of the section scripts (:mod:`experiments.cli`)."""
     from experiments import compare_seeds
@@ -191,25 +213,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "experiments.compare"
     with signals.catching(prog) as stop:
         try:
-            out, configs, seeds = configs_from_args(argv)
-            if seeds is None:
-                comparison = compare(
-                    out,
-                    configs,
-                    run=lambda config, prepared: run_with_progress(
-                        config, prepared, f"[{config.impl}] ", stop=stop
-                    ),
-                    overwrite=configs[0].overwrite,
-                )
+            args = build_parser().parse_args(argv)
+            if args.populations:
+                out = populations_out(args)
+                comparison = compare_seeds.from_populations(out, args.populations)
             else:
-                if out.is_dir() and (out / TABLE).exists() and not configs[0].overwrite:
-                    raise ConfigError(f"comparison directory {out} already holds {TABLE}: "
-                                      f"pass --overwrite or choose --out")  # fmt: skip
-                comparison = compare_seeds.compare_seeds(
-                    out,
-                    compare_seeds.populations(out, configs, seeds),
-                    lambda pc, prepared: run_population_with_progress(pc, prepared, stop, False),
-                )
+                out, configs, seeds = configs_from_args(argv)
+                refuse_existing(out, configs[0].overwrite)
+                if seeds is None:
+                    comparison = compare(
+                        out,
+                        configs,
+                        run=lambda config, prepared: run_with_progress(
+                            config, prepared, f"[{config.impl}] ", stop=stop
+                        ),
+                        overwrite=configs[0].overwrite,
+                    )
+                else:
+                    comparison = compare_seeds.compare_seeds(
+                        out,
+                        compare_seeds.populations(out, configs, seeds),
+                        lambda pc, ready: run_population_with_progress(pc, ready, stop, False),
+                    )
         except ConfigError as err:
             return fail(prog, str(err))
         except RunStopped as err:

@@ -11,14 +11,15 @@ with Welch's t-test and a plain verdict: "within seed noise" (p >= 0.05) or "dif
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from experiments import population, rundir
-from experiments.config import SECTIONS, RunConfig
+from experiments.config import SECTIONS, ConfigError, RunConfig
 from experiments.plots import plot_spread
 from experiments.records import late_median
 from experiments.stats import Spread, Welch, welch
@@ -72,7 +73,7 @@ class SeedComparison:
         return {
             "implementations": {
                 impl: {key: Spread.of(v).to_dict() for key, v in self.samples(impl).items()}
-                | {"population": str(self.out / impl), "tokens_per_sec": r.tokens_per_sec}
+                | {"population": str(r.config.path), "tokens_per_sec": r.tokens_per_sec}
                 for impl, r in self.results.items()
             },
             "tests": [{"a": a, "b": b, "difference": w.difference, "t": w.t, "df": w.df,
@@ -93,13 +94,70 @@ def compare_seeds(
     comparison = SeedComparison(out)
     for pc, prepared in zip(pcs, checked, strict=True):
         comparison.results[pc.base.impl] = run(pc, prepared)
+    return write(comparison)
+
+
+# The settings finished populations must share to be compared: all but the implementation, the
+# seeds and where and how the runs were made.
+SHARED = ("section", "kind", "num_hiddens", "num_layers", "gru_reset", "lr", "theta", "num_epochs",
+          "batch_size", "num_steps", "max_tokens", "val_fraction", "iter")  # fmt: skip
+
+
+def from_populations(out: Path, paths: Sequence[str | Path]) -> SeedComparison:
+    """Finished populations, one per implementation, compared without training anything."""
+    from experiments.runner import load_finished
+
+    comparison = SeedComparison(out)
+    first = None
+    for path in map(Path, paths):
+        try:
+            pc = population.PopulationConfig.from_dict(
+                json.loads((path / rundir.POPULATION).read_text(encoding="utf-8"))
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"--populations {path}: not a population directory ({err})") from None
+        pc = replace(pc, base=replace(pc.base, out=str(path)))  # where it is now
+        base = pc.base
+        if base.impl in comparison.results:
+            raise ConfigError(f"--populations: two {base.impl} populations; give one per impl")
+        first = first or base
+        for name in SHARED:
+            if getattr(base, name) != getattr(first, name):
+                mine, theirs = getattr(base, name), getattr(first, name)
+                raise ConfigError(f"--populations {path}: {name} {mine!r} differs from the "
+                                  f"first population's {theirs!r}")  # fmt: skip
+        try:
+            summary = json.loads((path / rundir.SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--populations {path}: no finished population there ({err}); "
+                              f"resume it with python -m experiments.{base.section} --resume "
+                              f"{path}") from None  # fmt: skip
+        diverged = list(summary.get("diverged", []))
+        results = {m.name: load_finished(path / m.name) for m in pc.members}
+        missing = [n for n, r in results.items() if r is None and n not in diverged]
+        if missing:
+            raise ConfigError(f"--populations {path}: {', '.join(missing)} not finished; "
+                              f"resume with python -m experiments.{base.section} --resume "
+                              f"{path}")  # fmt: skip
+        comparison.results[base.impl] = population.PopulationResult(
+            pc, {n: r for n, r in results.items() if r is not None}, diverged, summary,
+            summary.get("tokens_per_sec", 0.0),
+        )  # fmt: skip
+    return write(comparison)
+
+
+def write(comparison: SeedComparison) -> SeedComparison:
+    """``compare.md``, ``compare.json`` and ``compare.png`` into the comparison directory."""
+    out = comparison.out
+    out.mkdir(parents=True, exist_ok=True)
     rundir.write_text_atomic(out / TABLE, comparison.table() + "\n")
     rundir.write_json(out / JSON, comparison.to_dict())
     histories = {
         impl: [[h.to_dict() for h in r.history] for r in result.results.values()]
         for impl, result in comparison.results.items()
     }
-    first = pcs[0].base
-    plot_spread(histories, out / PLOT, f"d2l {SECTIONS[first.section].book} {first.section}, "
-                f"{first.iter}: {len(pcs[0].members)} seeds per implementation")  # fmt: skip
+    first = next(iter(comparison.results.values())).config
+    plot_spread(histories, out / PLOT, f"d2l {SECTIONS[first.base.section].book} "
+                f"{first.base.section}, {first.base.iter}: {len(first.members)} seeds per "
+                f"implementation")  # fmt: skip
     return comparison

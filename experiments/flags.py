@@ -102,7 +102,8 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     reads ``--seeds`` with its own ``seeds`` type)."""
     s = SECTIONS[section] if section else None
     book = f"the book's: {s.num_hiddens}" if s else "the section's"
-    parser.add_argument("--epochs", type=POSITIVE, help="epochs (default 500, --quick 10)")
+    epochs = "500, --quick 10" if section else "10: a first comparison"
+    parser.add_argument("--epochs", type=POSITIVE, help=f"epochs (default {epochs})")
     parser.add_argument("--lr", type=_numbers, help="learning rate (default the book's); "
                         "several (0.5,1,2) make a population")  # fmt: skip
     parser.add_argument("--hidden", type=POSITIVE, help=f"hidden units H (default {book})")

@@ -6,7 +6,8 @@
 - Command lines — the lines of ``sh`` blocks and every inline ``python -m experiments...`` — run
   in-process through their module's ``main(argv)``, with the reductions the pages announce
   (``REDUCED``) appended (argparse keeps the last value of a flag). A ``--resume DIR`` line
-  resumes a run of one epoch (made first if DIR is missing) by one epoch.
+  resumes a run of one epoch (made first if DIR is missing) by one epoch; a ``compare
+  --populations`` line compares populations of two seeds made first where missing.
 - ``make`` targets are read with ``make -n`` and the Python commands they run are run the same
   way; ``make test`` is this suite, so it is only checked to run pytest.
 
@@ -91,6 +92,14 @@ def run_python_command(argv: list[str], capsys) -> None:
 
         done = load_checkpoint(run / "checkpoint.npz").epoch
         reduced = [*RUN[2:-1], "--epochs", str(done + 1)]  # the run's sizes, one more epoch
+    if "--populations" in args:  # finished populations to compare, made here if missing
+        for path in args[args.index("--populations") + 1 :]:  # runs/<section>[-<iter>]-<impl>-pop
+            section, *iters, impl, _ = Path(path).name.split("-")
+            if not Path(path).exists():
+                make = importlib.import_module(f"experiments.{section}").main
+                argv_ = [*RUN, "--impl", impl, "--seeds", "0-1", "--out", path]
+                assert make([*argv_, *(["--iter", *iters] if iters else [])]) == 0
+        reduced = []
     code = main([*args, *reduced])
     captured = capsys.readouterr()
     assert code == 0, f"{shlex.join(argv)} exited {code}: {captured.err}"

@@ -313,3 +313,18 @@ def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys
     # the same seeds, the same start and minibatches: float32 rounding apart after 3 epochs
     assert numpy_["mean"] == pytest.approx(jax_["mean"], rel=1e-4)
     assert (tmp_path / "compare.png").is_file()
+    # the finished populations compare again without training: the same figures
+    again = tmp_path / "again"
+    pops = [str(tmp_path / "numpy"), str(tmp_path / "jax")]
+    assert compare.main(["--populations", *pops, "--out", str(again)]) == 0
+    assert json.loads((again / "compare.json").read_text()) == {
+        **data, "implementations": {
+            i: {**v, "population": str(tmp_path / i)} for i, v in data["implementations"].items()
+        }
+    }  # fmt: skip
+    capsys.readouterr()
+    assert compare.main(["--populations", *pops, "--epochs", "5", "--out", str(again)]) == 2
+    assert compare.main(["--populations", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].endswith("--populations compares finished runs: drop --epochs")
+    assert "not a population directory" in errors[1] and len(errors) == 2
