@@ -162,7 +162,7 @@ def run_sequential(
     checked: Any,
 ) -> PopulationResult:
     """numpy and torch: the members one after another, each a durable single run."""
-    from experiments.runner import Data, RunDiverged, load_finished, run_experiment
+    from experiments.runner import Data, RunDiverged, RunInterrupted, load_finished, run_experiment
     from numpy_ref.data import SeqDataLoader
 
     backend, data = checked
@@ -201,6 +201,9 @@ def run_sequential(
         except RunDiverged:
             diverged.append(member.name)
             continue
+        except RunInterrupted as err:  # resumed as a population, not as the member alone
+            message = str(err).replace(f"--resume {path}", f"--resume {folder}")
+            raise RunInterrupted(f"{member.name}: {message}") from None
         results[member.name] = result
         speeds.append(result.summary["tokens_per_sec_median"])
     return finish(pc, results, diverged, float(np.median(speeds)) if speeds else 0.0, folder)
