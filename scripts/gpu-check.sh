@@ -35,7 +35,7 @@ if [ "$DRY" = 1 ]; then
   DEV=cpu; DOC=${DOC:-$OUT/performance.md}
   TESTS=(-k "rnn-L1")
   BENCH=(--configs rnn --impls jax-bptt torch --repeats 2 --warmup 0)
-  POPULATION=(--population 1,2 --quick)
+  POPULATION=(--population 1,2 --quick --configs rnn)
   SCRATCH=(--epochs 2 --max-tokens 2000)
 else
   DEV=gpu; DOC=${DOC:-docs/performance.md}
