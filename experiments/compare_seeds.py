@@ -156,8 +156,9 @@ def write(comparison: SeedComparison) -> SeedComparison:
         impl: [[h.to_dict() for h in r.history] for r in result.results.values()]
         for impl, result in comparison.results.items()
     }
-    first = next(iter(comparison.results.values())).config
-    plot_spread(histories, out / PLOT, f"d2l {SECTIONS[first.base.section].book} "
-                f"{first.base.section}, {first.base.iter}: {len(first.members)} seeds per "
-                f"implementation")  # fmt: skip
+    first = next(iter(comparison.results.values())).config.base
+    counts = sorted({len(r.config.members) for r in comparison.results.values()})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    plot_spread(histories, out / PLOT, f"d2l {SECTIONS[first.section].book} {first.section}, "
+                f"{first.iter}: {seeds} seeds per implementation")  # fmt: skip
     return comparison

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from experiments.rundir import save_figure
 
@@ -170,12 +170,17 @@ def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]
             ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
                             color=f"C{i}", alpha=0.2, linewidth=0)  # fmt: skip
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))  # 2, 5, 20, 50: no crowding
     ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.grid(True, alpha=0.3, which="both")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
+
+
+def _two_and_five(y: float, _: Any) -> str:
+    mantissa = round(y / 10 ** math.floor(math.log10(y))) if y > 0 else 0
+    return f"{y:g}" if mantissa in (2, 5) else ""
 
 
 def plot_spread(
