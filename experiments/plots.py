@@ -219,7 +219,7 @@ def plot_spread_grid(
         ax.set_title(title, fontsize=10)
         _bands(ax, histories)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("perplexity (median, min-max)")
+        ax.set_ylabel("perplexity: median, min-max\ntrain solid, validation dashed", fontsize=9)
     for ax in axes[count:]:
         ax.set_visible(False)
     fig.tight_layout()
