@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table([s for _, s in summaries]))
     if plot is not None:
         try:
+            plot.parent.mkdir(parents=True, exist_ok=True)
             plot_populations(summaries, plot)
         except OSError as err:
             print(f"{prog}: error: --plot {plot}: {err.strerror or err}", file=sys.stderr)

@@ -75,8 +75,10 @@ def command_lines(page: str) -> list[str]:
 def run_python_command(argv: list[str], capsys) -> None:
     assert argv[:2] == ["python", "-m"] and argv[2].startswith("experiments."), argv
     name = argv[2].split(".", 1)[1]
-    if name == "table" and not glob.glob("runs/*"):  # something to tabulate
-        importlib.import_module("experiments.gru").main([*RUN, "--out", "runs/gru-numpy"])
+    patterns = [a for a in argv[3:] if "*" in a]
+    if name == "table" and not any(glob.glob(p) for p in patterns):  # something to tabulate
+        make = importlib.import_module("experiments.gru").main
+        assert make([*RUN, "--seeds", "0-1", "--out", "runs/gru-numpy-pop"]) == 0
     args = [a for arg in argv[3:] for a in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
     needs_torch = "--impl" in args and args[args.index("--impl") + 1] == "torch"
     needs_torch |= name == "compare" and "--impls" not in args
