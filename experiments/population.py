@@ -260,7 +260,8 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     the corpus, and the memory of every member at once."""
     from experiments.backends import make_backend
     from experiments.config import validate
-    from experiments.runner import check_memory, load_data
+    from experiments.runner import load_data
+    from experiments.runtime import check_memory
 
     validate(pc.base)
     check(pc, resume)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import rundir
+from experiments import rundir, runtime
 from experiments.backends import Backend, make_backend
 from experiments.config import SECTIONS, ConfigError, RunConfig, validate
 from experiments.plots import plot_perplexity
@@ -143,44 +143,6 @@ def title(config: RunConfig) -> str:
     )
 
 
-def memory_needed(config: RunConfig, vocab_size: int, members: int = 1) -> float:
-    """A generous estimate of a run's memory in bytes: parameters, gradients and copies, and the
-    activations of one minibatch (gates, caches and their gradients, logits)."""
-    H, L, G = (
-        config.num_hiddens,
-        config.num_layers,
-        {"rnn": 1, "gru": 3, "lstm": 4}.get(config.kind, 4),
-    )
-    params = L * G * (H * (vocab_size + H) + H * (H + H + 1)) + H * vocab_size + vocab_size
-    steps = config.batch_size * config.num_steps
-    activations = steps * (6 * L * G * H + 3 * vocab_size)
-    return 8.0 * members * (6 * params + 2 * activations)  # float64 at worst
-
-
-def available_memory() -> float:
-    """Bytes of memory available now (Linux's MemAvailable; the physical size elsewhere)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def check_memory(config: RunConfig, vocab_size: int, members: int = 1) -> None:
-    needed, available = memory_needed(config, vocab_size, members), available_memory()
-    if needed > 0.8 * available:
-        raise ConfigError(
-            f"this run needs about {needed / 2**30:,.1f} GiB of memory (--hidden "
-            f"{config.num_hiddens}, --layers {config.num_layers}, --batch-size "
-            f"{config.batch_size}), but {available / 2**30:,.1f} GiB are available: lower them"
-        )
-
-
 def start(config: RunConfig, resume: bool = False) -> tuple[Backend, Data]:
     """Every check that needs no training: settings, implementation, run directory, corpus,
     memory. Raises :class:`ConfigError` (or its subclass ``ImplUnavailableError``) before
@@ -190,7 +152,7 @@ def start(config: RunConfig, resume: bool = False) -> tuple[Backend, Data]:
         rundir.check_run_dir(config.out, config.overwrite)
     backend = make_backend(config)
     data = load_data(config)
-    check_memory(config, len(data.vocab))
+    runtime.check_memory(config, len(data.vocab))
     return backend, data
 
 

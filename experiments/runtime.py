@@ -1,4 +1,5 @@
-"""Process-wide settings of a command: how many threads compute, and JAX's compilation cache.
+"""Process-wide settings of a command: how many threads compute, JAX's compilation cache, and
+whether the machine has the memory a run needs (:func:`check_memory`).
 
 Every command calls :func:`configure` right after parsing its flags (:func:`add_flags`), before
 NumPy's BLAS, PyTorch or JAX have run anything:
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from experiments.config import ConfigError, RunConfig
 from numpy_ref.corpus import cache_dir
 
 AUTO = 0  # --threads 0: the policy, default_threads()
@@ -138,3 +140,39 @@ def thread_counts() -> dict[str, Any]:
         counts["torch"] = sys.modules["torch"].get_num_threads()
     counts["xla"] = int(os.environ.get("NPROC", "0")) or len(os.sched_getaffinity(0))
     return counts
+
+
+def memory_needed(config: RunConfig, vocab_size: int, members: int = 1) -> float:
+    """A generous estimate of a run's memory in bytes: parameters, gradients and copies, and the
+    activations of one minibatch (gates, caches and their gradients, logits)."""
+    H, L, G = (
+        config.num_hiddens,
+        config.num_layers,
+        {"rnn": 1, "gru": 3, "lstm": 4}.get(config.kind, 4),
+    )
+    params = L * G * (H * (vocab_size + H) + H * (H + H + 1)) + H * vocab_size + vocab_size
+    steps = config.batch_size * config.num_steps
+    activations = steps * (6 * L * G * H + 3 * vocab_size)
+    return 8.0 * members * (6 * params + 2 * activations)  # float64 at worst
+
+
+def available_memory() -> float:
+    """Bytes of memory available now (Linux's MemAvailable; the physical size elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(config: RunConfig, vocab_size: int, members: int = 1) -> None:
+    needed, available = memory_needed(config, vocab_size, members), available_memory()
+    if needed > 0.8 * available:
+        raise ConfigError(
+            f"this run needs about {needed / 2**30:,.1f} GiB of memory (--hidden "
+            f"{config.num_hiddens}, --layers {config.num_layers}, --batch-size "
+            f"{config.batch_size}), but {available / 2**30:,.1f} GiB are available: lower them"
+        )
