@@ -1,6 +1,6 @@
 """Populations: member k of a vmapped JAX population is the single run with its settings; the
 same population on 4 devices, and on 2 processes, equals it on one; the commands write a run
-directory per member and the aggregate, resume, and compare implementations over seeds.
+directory per member and the aggregate and resume (comparisons over seeds: tests/test_compare.py).
 
 Tolerances. Float64: the population runs the single run's step under ``jax.vmap``, which batches
 the products (another summation order): ~1e-16 per operation, over 3 epochs of SGD at lr <= 1 on
@@ -25,7 +25,7 @@ import pytest
 from conftest import VARIANT_IDS, VARIANTS, rel_diff
 
 import rnn_jax
-from experiments import cli, compare, table
+from experiments import cli, table
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 from numpy_ref.population import Member, grid, stack, unstack
 from numpy_ref.spec import ModelSpec, init_params
@@ -302,32 +302,3 @@ def test_a_diverging_member_stops_alone_and_the_command_says_so(tmp_path, capsys
     assert (
         json.loads((out / "summary.json").read_text())["settings"][0]["train_perplexity"]["n"] == 1
     )
-
-
-def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys) -> None:
-    code = compare.main(["--impls", "numpy,jax", "--seeds", "2", *TINY, "--section", "gru",
-                         "--out", str(tmp_path)])  # fmt: skip
-    printed = capsys.readouterr().out
-    assert code == 0
-    assert "| numpy − jax: " in printed and "within seed noise" in printed
-    data = json.loads((tmp_path / "compare.json").read_text())
-    numpy_, jax_ = (data["implementations"][i]["late"] for i in ("numpy", "jax"))
-    assert numpy_["n"] == jax_["n"] == 2
-    # the same seeds, the same start and minibatches: float32 rounding apart after 3 epochs
-    assert numpy_["mean"] == pytest.approx(jax_["mean"], rel=1e-4)
-    assert (tmp_path / "compare.png").is_file()
-    # the finished populations compare again without training: the same figures
-    again = tmp_path / "again"
-    pops = [str(tmp_path / "numpy"), str(tmp_path / "jax")]
-    assert compare.main(["--populations", *pops, "--out", str(again)]) == 0
-    assert json.loads((again / "compare.json").read_text()) == {
-        **data, "implementations": {
-            i: {**v, "population": str(tmp_path / i)} for i, v in data["implementations"].items()
-        }
-    }  # fmt: skip
-    capsys.readouterr()
-    assert compare.main(["--populations", *pops, "--epochs", "5", "--out", str(again)]) == 2
-    assert compare.main(["--populations", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    errors = capsys.readouterr().err.splitlines()
-    assert errors[0].endswith("--populations compares finished runs: drop --epochs")
-    assert "not a population directory" in errors[1] and len(errors) == 2
