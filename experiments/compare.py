@@ -184,8 +184,8 @@ def compare(
     return comparison
 
 
-def populations_out(args: Any) -> Path:
-    """``--populations``: the comparison directory, after refusing the flags of a training run."""
+def refuse_training_flags(args: Any) -> None:
+    """``--populations`` compares finished runs: a flag of a training run is a mistake."""
     flags = {"num_epochs": "epochs", "num_hiddens": "hidden", "num_layers": "layers",
              "data_path": "data"}  # fmt: skip
     given = [f"--{flags.get(k, k).replace('_', '-')}" for k, v in overrides_from_args(args).items()
@@ -193,9 +193,6 @@ def populations_out(args: Any) -> Path:
     given += ["--seeds"] if args.seeds is not None else []
     if given:
         raise ConfigError(f"--populations compares finished runs: drop {', '.join(given)}")
-    out = Path(args.out or "runs/compare-populations")
-    refuse_existing(out, args.overwrite)
-    return out
 
 
 def refuse_existing(out: Path, overwrite: bool) -> None:
@@ -215,8 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             if args.populations:
-                out = populations_out(args)
-                comparison = compare_seeds.from_populations(out, args.populations)
+                refuse_training_flags(args)
+                results = compare_seeds.load_populations(args.populations)
+                base = next(iter(results.values())).config.base
+                out = Path(args.out or f"runs/compare-{base.section}-{base.iter}-populations")
+                refuse_existing(out, args.overwrite)
+                comparison = compare_seeds.write(compare_seeds.SeedComparison(out, results))
             else:
                 out, configs, seeds = configs_from_args(argv)
                 refuse_existing(out, configs[0].overwrite)

@@ -103,11 +103,12 @@ SHARED = ("section", "kind", "num_hiddens", "num_layers", "gru_reset", "lr", "th
           "batch_size", "num_steps", "max_tokens", "val_fraction", "iter")  # fmt: skip
 
 
-def from_populations(out: Path, paths: Sequence[str | Path]) -> SeedComparison:
-    """Finished populations, one per implementation, compared without training anything."""
+def load_populations(paths: Sequence[str | Path]) -> dict[str, population.PopulationResult]:
+    """Finished populations, one per implementation with the same settings, read back from their
+    directories (nothing trains): ``compare --populations``."""
     from experiments.runner import load_finished
 
-    comparison = SeedComparison(out)
+    loaded: dict[str, population.PopulationResult] = {}
     first = None
     for path in map(Path, paths):
         try:
@@ -118,7 +119,7 @@ def from_populations(out: Path, paths: Sequence[str | Path]) -> SeedComparison:
             raise ConfigError(f"--populations {path}: not a population directory ({err})") from None
         pc = replace(pc, base=replace(pc.base, out=str(path)))  # where it is now
         base = pc.base
-        if base.impl in comparison.results:
+        if base.impl in loaded:
             raise ConfigError(f"--populations: two {base.impl} populations; give one per impl")
         first = first or base
         for name in SHARED:
@@ -139,11 +140,11 @@ def from_populations(out: Path, paths: Sequence[str | Path]) -> SeedComparison:
             raise ConfigError(f"--populations {path}: {', '.join(missing)} not finished; "
                               f"resume with python -m experiments.{base.section} --resume "
                               f"{path}")  # fmt: skip
-        comparison.results[base.impl] = population.PopulationResult(
+        loaded[base.impl] = population.PopulationResult(
             pc, {n: r for n, r in results.items() if r is not None}, diverged, summary,
             summary.get("tokens_per_sec", 0.0),
         )  # fmt: skip
-    return write(comparison)
+    return loaded
 
 
 def write(comparison: SeedComparison) -> SeedComparison:

@@ -5,7 +5,8 @@
   ``rnn_jax``, as its first line offers.
 - Command lines — the lines of ``sh`` blocks and every inline ``python -m experiments...`` — run
   in-process through their module's ``main(argv)``, with the reductions the pages announce
-  (``REDUCED``) appended (argparse keeps the last value of a flag). A ``--resume DIR`` line
+  (``REDUCED``) appended (argparse keeps the last value of a flag), and ``--seeds 0-1`` where it
+  asks for a population. A ``--resume DIR`` line
   resumes a run of one epoch (made first if DIR is missing) by one epoch; a ``compare
   --populations`` line compares populations of two seeds made first where missing.
 - ``make`` targets are read with ``make -n`` and the Python commands they run are run the same
@@ -86,6 +87,8 @@ def run_python_command(argv: list[str], capsys) -> None:
         pytest.skip("PyTorch is an optional extra: pip install -e '.[dev,torch]'")
     main = importlib.import_module(f"experiments.{name}").main
     reduced = REDUCED[name]
+    if "--seeds" in args:  # a population: two seeds are enough to run it
+        reduced = [*reduced, "--seeds", "0-1"]
     if "--resume" in args:  # a run of one epoch to resume (made here if missing), one epoch on
         run = Path(args[args.index("--resume") + 1])
         if not run.exists():
@@ -101,7 +104,7 @@ def run_python_command(argv: list[str], capsys) -> None:
                 make = importlib.import_module(f"experiments.{section}").main
                 argv_ = [*RUN, "--impl", impl, "--seeds", "0-1", "--out", path]
                 assert make([*argv_, *(["--iter", *iters] if iters else [])]) == 0
-        reduced = []
+        reduced = ["--overwrite"]
     code = main([*args, *reduced])
     captured = capsys.readouterr()
     assert code == 0, f"{shlex.join(argv)} exited {code}: {captured.err}"
