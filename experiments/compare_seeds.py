@@ -117,7 +117,12 @@ def load_populations(paths: Sequence[str | Path]) -> dict[str, population.Popula
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"--populations {path}: not a population directory ({err})") from None
-        pc = replace(pc, base=replace(pc.base, out=str(path)))  # where it is now
+        settings = {(m.lr, m.theta) for m in pc.members}
+        if len(settings) != 1:
+            raise ConfigError(f"--populations {path}: a sweep over {len(settings)} settings of lr "
+                              f"and theta; compare populations of one setting each")  # fmt: skip
+        ((lr, theta),) = settings  # the members' setting, and where the population is now
+        pc = replace(pc, base=replace(pc.base, out=str(path), lr=lr, theta=theta))
         base = pc.base
         if base.impl in loaded:
             raise ConfigError(f"--populations: two {base.impl} populations; give one per impl")

@@ -81,3 +81,20 @@ def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys
     errors = capsys.readouterr().err.splitlines()
     assert errors[0].endswith("--populations compares finished runs: drop --epochs")
     assert "not a population directory" in errors[1] and len(errors) == 2
+
+
+def test_a_sweep_is_not_compared_as_one_distribution(tmp_path, capsys) -> None:
+    from experiments import cli
+
+    sweep = tmp_path / "sweep"
+    argv = ["--epochs", "1", *TINY, "--seeds", "0", "--lr", "0.5,1", "--out", str(sweep)]
+    assert cli.main("gru", argv) == 0
+    capsys.readouterr()
+    assert compare.main(["--populations", str(sweep), "--out", str(tmp_path / "c")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "a sweep over 2 settings of lr and theta; compare populations of one setting each"
+        )
+    )
