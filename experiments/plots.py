@@ -147,12 +147,16 @@ def plot_comparison(
     save_figure(fig, path)
 
 
+IMPL_COLOURS = {"numpy": "C0", "jax": "C1", "torch": "C2"}  # the same in every panel
+
+
 def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]]]) -> None:
     """Per label: the median (line) and min-max band (fill) over runs, per epoch; train solid,
     validation dashed."""
     for i, (setting, runs) in enumerate(histories.items()):
         label = (f"lr {setting[0]:g}, θ {setting[1]:g}" if isinstance(setting, tuple)
                  else str(setting))  # fmt: skip
+        colour = IMPL_COLOURS.get(label.split(" ")[0], f"C{i}")
         for key, style in (("train_perplexity", "-"), ("val_perplexity", "--")):
             epochs = min(len(r) for r in runs)
             values = np.full((len(runs), epochs), np.nan)
@@ -165,10 +169,10 @@ def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]
                 continue
             x = np.arange(1, epochs + 1)
             name = f"{label} ({len(runs)} runs)" if key == "train_perplexity" else None
-            ax.plot(x, np.nanmedian(values, axis=0), style, color=f"C{i}", linewidth=1.2,
+            ax.plot(x, np.nanmedian(values, axis=0), style, color=colour, linewidth=1.2,
                     label=name)  # fmt: skip
             ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
-                            color=f"C{i}", alpha=0.2, linewidth=0)  # fmt: skip
+                            color=colour, alpha=0.2, linewidth=0)  # fmt: skip
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))  # 2, 5, 20, 50: no crowding
