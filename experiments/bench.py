@@ -59,6 +59,7 @@ from experiments.cli import fail
 from experiments.config import ConfigError
 from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
 from experiments.rundir import write_json
+from numpy_ref.corpus import CorpusError, CorpusUnavailableError, find_time_machine
 from numpy_ref.spec import ModelSpec
 
 BLOCK, SETTLE = 10, 3  # timed steps per turn, untimed steps before them
@@ -335,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
                               "pip install -e '.[dev,torch]'")  # fmt: skip
         if args.device == "gpu" and "numpy" in (args.impls or ()):
             raise ConfigError("--device gpu: numpy runs on the CPU only; leave it out of --impls")
+        if args.corpus_mb and not args.population:  # its text is the book's: found before timing
+            find_time_machine()
+    except (CorpusError, CorpusUnavailableError) as err:
+        return fail(prog, f"--corpus-mb repeats the book's text: {err} Or: --corpus-mb 0.")
     except (ConfigError, RuntimeError) as err:
         return fail(prog, str(err))
     impls = args.impls or default_impls(args.device, env["torch"] is not None)

@@ -260,6 +260,8 @@ BAD_INPUT = {  # name: (command, argv builder, words the line must hold)
                              ["--batch-size"]),
     "bench json": ("bench", lambda t, m: ["--configs", "rnn", "--json", str(t / "no/b.json")],
                    ["--json"]),
+    "bench offline": ("bench", lambda t, m: _offline(t, m) or ["--configs", "rnn"],
+                      ["--corpus-mb 0"]),
 }  # fmt: skip
 
 
