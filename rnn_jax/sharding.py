@@ -165,28 +165,15 @@ def data_parallel_train_epoch(
 
     Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does.
     """
-    from numpy_ref import loops
     from numpy_ref.spec import param_dtype
     from rnn_jax.spec import begin_state
-    from rnn_jax.training import init_opt_state
+    from rnn_jax.training import init_opt_state, run_steps
 
     step = data_parallel_train_step(spec, lr, theta, mesh, grad_mode)
     whole, rows, sharded_state = (NamedSharding(mesh, p) for p in (P(), P(BATCH), P(None, BATCH)))
     params = jax.device_put(params, whole, may_alias=False)
     dtype = param_dtype(params)
-
-    def one(carry, X, Y, state):
-        params, opt_state = carry
-        X, Y = jax.device_put(X, rows), jax.device_put(Y, rows)
-        params, opt_state, loss, state, norm = step(params, opt_state, X, Y, state)
-        return (params, opt_state), loss, state, norm
-
-    (params, _), stats = loops.run_epoch(
-        one,
-        (params, init_opt_state(params)),
-        loader,
-        lambda batch_size: begin_state(spec, batch_size, dtype, sharded_state),
-        use_random_iter,
-        sync=jax.block_until_ready,
-    )
-    return params, stats
+    zero_state = lambda batch_size: begin_state(spec, batch_size, dtype, sharded_state)  # noqa: E731
+    place = lambda X, Y: (jax.device_put(X, rows), jax.device_put(Y, rows))  # noqa: E731
+    return run_steps(step, params, init_opt_state(params), loader, zero_state, use_random_iter,
+                     place)  # fmt: skip

@@ -126,19 +126,31 @@ def train_epoch(
     device = device_of(params)
     params = to_jax(params, device)  # new buffers: the caller's survive the donation
 
+    zero_state = _zero_state(spec, params, device)
+    place = lambda X, Y: jax.device_put((X, Y), device)  # noqa: E731
+    return run_steps(train_step, params, init_opt_state(params), loader, zero_state,
+                     use_random_iter, place)  # fmt: skip
+
+
+def run_steps(
+    train_step: Callable[..., Any],
+    params: Params,
+    opt_state: Any,
+    loader: Iterable[Batch],
+    zero_state: Any,
+    use_random_iter: bool,
+    place: Callable[[Any, Any], tuple[Any, Any]],
+) -> tuple[Params, EpochStats]:
+    """numpy_ref's epoch loop over a jitted ``train_step``, each minibatch first put where the
+    step wants it by ``place(X, Y)`` (one device, or rows split over a mesh)."""
+
     def step(carry, X, Y, state):
         params, opt_state = carry
-        X, Y = jax.device_put((X, Y), device)
-        params, opt_state, loss, state, norm = train_step(params, opt_state, X, Y, state)
+        params, opt_state, loss, state, norm = train_step(params, opt_state, *place(X, Y), state)
         return (params, opt_state), loss, state, norm
 
     (params, _), stats = loops.run_epoch(
-        step,
-        (params, init_opt_state(params)),
-        loader,
-        _zero_state(spec, params, device),
-        use_random_iter,
-        sync=jax.block_until_ready,
+        step, (params, opt_state), loader, zero_state, use_random_iter, sync=jax.block_until_ready
     )
     return params, stats
 
