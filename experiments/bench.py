@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     threads = ", ".join(f"{k} {v}" for k, v in env["threads"].items())
     print(f"threads: {threads} ({settings['threads']}, from {settings['policy']}); "
-          f"compile cache {settings['compile_cache'] or 'off'}")  # fmt: skip
+          f"compile cache {settings['compile_cache'] or 'off'}; "
+          f"malloc {settings['malloc']}")  # fmt: skip
     if args.population:
         from experiments import bench_population
 

@@ -7,6 +7,7 @@
     python -m experiments.bench_probes sigmoid                # numpy_ref's sigmoid, two ways
     python -m experiments.bench_probes compile --config lstm  # XLA compile time per LLVM level
     python -m experiments.bench_probes versus --rev 33cbfa0   # rnn_jax then and now, PyTorch
+    python -m experiments.bench_probes malloc --config deep-lstm  # glibc's malloc, two ways
 
 Every probe applies ``--threads`` like the other commands (default: half the cores) and times
 its variants interleaved (``experiments.bench.measure``), medians in ms.
@@ -32,6 +33,9 @@ its variants interleaved (``experiments.bench.measure``), medians in ms.
 - ``compile``: per XLA_FLAGS setting, a fresh subprocess with an empty persistent compilation
   cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
   compilation (or loading from the cache), the first step.
+- ``malloc``: the jax-bptt step and PyTorch's in a fresh process with glibc's default ``malloc``
+  and in one with :func:`experiments.runtime.keep_freed_memory` (what every command sets), in
+  turns: median and best ms, and the minor page faults of a step.
 """
 
 from __future__ import annotations
@@ -273,6 +277,47 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
     return lines
 
 
+_MALLOC = """
+import resource, sys, time, numpy as np
+from experiments import runtime
+runtime.set_threads(int(sys.argv[2]))
+kept = sys.argv[3] == "kept" and runtime.keep_freed_memory()
+from experiments import bench
+from experiments.bench_steps import BATCH, STEPS, VOCAB, jax_step, torch_concise_step
+spec = bench.CONFIGS[sys.argv[1]].spec()
+X = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS))
+steps = {"jax-bptt": jax_step(spec, X, X, "bptt"), "torch": torch_concise_step(spec, X, X)}
+for name, step in steps.items():
+    for _ in range(3):
+        step()
+    times, faults = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(int(sys.argv[4])):
+        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(times)
+    print(name, kept, 1e3 * np.median(times), 1e3 * min(times), faults)
+"""
+
+
+def malloc(config: str, threads: int, repeats: int, rounds: int = 3) -> list[str]:
+    found: dict[tuple[str, str], list[list[float]]] = collections.defaultdict(list)
+    for _ in range(rounds):
+        for mode in ("default", "kept"):
+            command = [sys.executable, "-c", _MALLOC, config, str(threads), mode, str(repeats)]
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr.strip().splitlines()[-1])
+            for line in done.stdout.strip().splitlines()[-2:]:
+                impl, kept, *figures = line.split()
+                mode_name = "keeps freed memory" if kept == "True" else "glibc's default"
+                found[(impl, mode_name)].append([float(x) for x in figures])
+    lines = [f"{config}: {rounds} rounds of a fresh process each, {repeats} steps, medians"]
+    for (impl, mode), runs in found.items():
+        median, best, faults = (statistics.median(r[k] for r in runs) for k in range(3))
+        lines.append(f"{impl:9s} malloc {mode:19s} {median:8.2f} ms  (best {best:.2f})"
+                     f"  {faults:7.0f} page faults a step")  # fmt: skip
+    return lines
+
+
 _COMPILE = """
 import json, sys, time, numpy as np
 from experiments import runtime
@@ -323,7 +368,8 @@ def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m experiments.bench_probes", description=__doc__.split("\n")[0])
-    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus")
+    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus",
+              "malloc")  # fmt: skip
     parser.add_argument("probe", choices=probes)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="lstm")
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None,
@@ -345,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = inputs(args.repeats)
     elif args.probe == "sigmoid":
         lines = sigmoid(args.repeats)
+    elif args.probe == "malloc":
+        lines = malloc(args.config, settings["threads"], args.repeats)
     elif args.probe == "versus":
         lines = versus(args.rev, args.configs or list(CONFIGS), args.repeats)
     else:

@@ -17,6 +17,11 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   :func:`numpy_ref.corpus.cache_dir`: a second run of a command loads its compiled steps instead
   of compiling them again. Every compilation is cached, however short (JAX's default skips those
   under a second, which are all of ours).
+- The allocator: on glibc (Linux), :func:`keep_freed_memory` tells ``malloc`` to keep the memory
+  a program frees for its next allocations instead of handing it back to the system. XLA frees
+  a step's temporary buffers after every step; above glibc's 32 MB limit for its heap they were
+  new mappings each time, and the deep LSTM's step touched ~10,000 fresh pages (a page fault each,
+  ~20 ms of its ~110 ms here; docs/performance.md). Every library in the process gets it alike.
 
 Where JAX is already imported, its configuration is updated; otherwise the environment variables
 that JAX reads when it is imported are set, so that numpy-only commands do not import JAX.
@@ -25,6 +30,7 @@ that JAX reads when it is imported are set, so that numpy-only commands do not i
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 from pathlib import Path
@@ -72,11 +78,17 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
     values.update(settings)
     threads = values["threads"] or default_threads()
     set_threads(threads)
+    kept = keep_freed_memory()
     path = None
     if values["compile_cache"]:
         path = enable_compile_cache(values["cache_path"])
     policy = "--threads" if values["threads"] else "the default, half the cores"
-    return {"threads": threads, "policy": policy, "compile_cache": path and str(path)}
+    return {
+        "threads": threads,
+        "policy": policy,
+        "compile_cache": path and str(path),
+        "malloc": "keeps freed memory" if kept else "the default",
+    }
 
 
 def default_threads() -> int:
@@ -95,6 +107,29 @@ def set_threads(threads: int) -> None:
     threadpool_limits(threads)  # the pools already loaded (NumPy's OpenBLAS at least)
     if sys.modules.get("torch") is not None:  # else OMP_NUM_THREADS applies when it is imported
         sys.modules["torch"].set_num_threads(threads)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
+
+
+def keep_freed_memory() -> bool:
+    """glibc's ``malloc`` keeps freed memory for reuse: no allocation is its own mapping
+    (``M_MMAP_MAX`` 0), every thread allocates from the one heap (``M_ARENA_MAX`` 1: with a heap
+    of its own, XLA's thread still mapped its buffers anew every step) and the heap is never
+    trimmed (``M_TRIM_THRESHOLD`` at its largest), so a buffer freed after one step is the next
+    step's, without new page faults. The peak memory is the same; what a process once used stays
+    reserved for it until it exits. Call it before the libraries allocate much.
+
+    Returns:
+        Whether it applied (False off glibc, where nothing changes).
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt ignores these)
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    return all([libc.mallopt(option, value) for option, value in settings])
 
 
 def enable_compile_cache(path: str | os.PathLike[str] | None = None) -> Path:

@@ -5,9 +5,15 @@ Speed itself is never asserted in a test (experiments/bench.py measures it).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from experiments import bench
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class FakeClock:
@@ -64,3 +70,32 @@ def test_summarize_reports_medians_tokens_per_second_and_ratios() -> None:
     assert results["jax-bptt"].compile_s == 0.75 and results["numpy"].compile_s is None
     table = bench.format_table(list(results.values()))
     assert "3.00x" in table and "0.67x" in table and "0.75" in table
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from experiments.runtime import keep_freed_memory
+applied = sys.argv[1] == "kept" and keep_freed_memory()
+np.ones(48 << 18, np.float32)  # 48 MB, above glibc's largest threshold for its heap
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    np.ones(48 << 18, np.float32)  # freed at once, allocated again
+print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 5)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+def test_keep_freed_memory_reuses_a_freed_buffer_without_page_faults() -> None:
+    """What experiments.runtime sets for every command: XLA frees and allocates a step's
+    buffers every step; by default glibc maps a large one anew each time (page faults)."""
+    found = {}
+    for mode in ("default", "kept"):
+        done = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=ROOT, text=True,
+                              capture_output=True, check=True)  # fmt: skip
+        applied, faults = done.stdout.split()
+        found[mode] = (applied, int(faults))
+    if found["kept"][0] != "True":
+        pytest.skip("not glibc")
+    assert found["default"][1] > 100, found  # fresh pages every time
+    assert found["kept"][1] == 0, found
