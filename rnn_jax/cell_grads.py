@@ -2,7 +2,8 @@
 
 Letters: B batch, H hidden, G gates of the kind, T steps, N = T*B rows of a whole sequence.
 Equation numbers are docs/bptt.md's; the forward steps and the gate layout are in
-:mod:`rnn_jax.cells`.
+:mod:`rnn_jax.cells`, features-major like them: a state (H, B), a step's gates (G*H, B), every
+step's (T, G*H, B); the equations are written in the book's rows.
 
 A step's backward is linear in the gradient that reaches its output state: the nonlinearities
 enter only through their derivatives at the forward's values (``tanh' = 1 - tanh^2``, ``sigmoid' =
@@ -20,12 +21,12 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
   what the inputs' gradients follow from elementwise: ``(da,)`` for rnn and lstm, ``(dh,)`` for
   the "after" GRU, ``(dh, drh)`` for the "before" GRU.
 - ``input_grads(dsteps, factors) -> (dA_x, dA_rec)``: for all steps at once, the gradient of
-  ``a_x`` (T, B, G*H), to (I1') or (I2'), and that of the recurrent product's output (the same
+  ``a_x`` (T, G*H, B), to (I1') or (I2'), and that of the recurrent product's output (the same
   array but for the "after" GRU, whose candidate product is gated by R), for (B2).
 - ``weight_grad(H_prev_all, caches, dA_rec) -> dW_h`` (H, G*H): (B2) as one product over all N
   rows instead of a sum of T products.
-- ``backward_weights(W_h)``: what ``step_backward`` takes instead of the stacked ``W_h`` (its
-  transpose; the "before" GRU's two blocks), formed once before the scan.
+- ``backward_weights(W_h)``: what ``step_backward`` takes instead of the stacked ``W_h`` (itself:
+  ``dh_prev^T = W_h da^T``; the "before" GRU's two blocks), formed once before the scan.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
-def rows(a: Array) -> Array:
-    """(T, B, K) -> (N, K): every step's rows as one matrix."""
-    return a.reshape(-1, a.shape[-1])
+GATES = -2  # the axis of the features in a state, a step, a sequence (rnn_jax.cells)
+
+
+def columns(a: Array) -> Array:
+    """(T, K, B) -> (K, N) written out (:func:`materialized`), column ``t*B + b``: every step's
+    columns as one matrix. The transpose moves whole runs of B numbers."""
+    return materialized(jnp.moveaxis(a, GATES, 0).reshape(a.shape[GATES], -1))
 
 
 def sigmoid_grad(s: Array) -> Array:
@@ -53,8 +58,14 @@ def tanh_grad(t: Array) -> Array:
     return 1 - t * t
 
 
+def same(W_h: Array) -> Array:
+    return W_h
+
+
 def transposed(W_h: Array) -> Array:
-    return W_h.T
+    """``W_h^T`` written out (:func:`materialized`): a product whose left operand is a transpose
+    is the slow one (below)."""
+    return materialized(W_h.T)
 
 
 def materialized(a: Array) -> Array:
@@ -65,30 +76,45 @@ def materialized(a: Array) -> Array:
     return lax.optimization_barrier(a)
 
 
+def split_zr_h(W_h: Array) -> tuple[Array, Array]:
+    """(H, 3H) -> ``W_hzr`` (H, 2H), ``W_hh`` (H, H): the "before" GRU multiplies them apart."""
+    H = W_h.shape[0]
+    return W_h[:, : 2 * H], W_h[:, 2 * H :]
+
+
+def split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
+    """(H, 3H) -> ``W_hzr^T`` (2H, H), ``W_hh^T`` (H, H), written out."""
+    return tuple(transposed(W) for W in split_zr_h(W_h))
+
+
 def _tile(a: Array, parts: int) -> Array:
-    """(..., H) -> (..., parts*H): ``a`` side by side ``parts`` times."""
-    return jnp.concatenate([a] * parts, axis=-1)
+    """(..., H, B) -> (..., parts*H, B): ``a`` stacked ``parts`` times along the features."""
+    return jnp.concatenate([a] * parts, axis=GATES)
+
+
+def _stack(parts: list[Array]) -> Array:
+    return jnp.concatenate(parts, axis=GATES)
 
 
 def weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2) ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, G*H), from (T, B, H) and
-    (T, B, G*H)."""
-    return materialized(rows(H_prev_all).T) @ rows(dA_rec)
+    """(B2) ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, G*H), from (T, H, B) and
+    (T, G*H, B): (H, N) x (G*H, N)^T."""
+    return columns(H_prev_all) @ columns(dA_rec).T
 
 
 # --- vanilla RNN ---------------------------------------------------------------------------------
 
 
 def rnn_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple[Array]:
-    """``(1 - H_t^2,)`` (T, B, H): tanh' at every step (R1')."""
+    """``(1 - H_t^2,)`` (T, H, B): tanh' at every step (R1')."""
     return (tanh_grad(states[0]),)
 
 
-def rnn_step_backward(W_hh_T: Array, dstate_next: State, factors_t: tuple) -> tuple[State, tuple]:
-    """(R1'): ``da = dh_next * tanh'``, ``dh_prev = da W_hh^T``; hands out ``(da,)`` (B, H)."""
+def rnn_step_backward(W_hh: Array, dstate_next: State, factors_t: tuple) -> tuple[State, tuple]:
+    """(R1'): ``da = dh_next * tanh'``, ``dh_prev = da W_hh^T``; hands out ``(da,)`` (H, B)."""
     (dh_next,), (tanh_prime,) = dstate_next, factors_t
     da = dh_next * tanh_prime  # (R1') through tanh
-    return (da @ W_hh_T,), (da,)
+    return (W_hh @ da,), (da,)
 
 
 def same_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
@@ -102,14 +128,14 @@ def same_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
 
 def _gru_common_factors(gates: Array, h_prev: Array) -> tuple[Array, Array, Array, Array]:
     """``z``, ``r`` and the factors of dh_next in ``da_z`` (G4', G1') and ``da_h`` (G4', G3')."""
-    z, r, h_tilde = jnp.split(gates, 3, axis=-1)
+    z, r, h_tilde = jnp.split(gates, 3, axis=GATES)
     f_z = sigmoid_grad(z) * (h_prev - h_tilde)  # da_z = dh_next * f_z
     f_h = (1 - z) * tanh_grad(h_tilde)  # da_h = dh_next * f_h
     return z, r, f_z, f_h
 
 
 def gru_before_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(z, r, f_z, f_h, g_r)`` (T, B, H) each: ``da_z = dh f_z``, ``da_h = dh f_h``, ``da_r =
+    """``(z, r, f_z, f_h, g_r)`` (T, H, B) each: ``da_z = dh f_z``, ``da_h = dh f_h``, ``da_r =
     drh g_r`` with ``drh = da_h W_hh^T`` (G3b', G2')."""
     (h_prev,), (gates,) = states_prev, caches
     z, r, f_z, f_h = _gru_common_factors(gates, h_prev)
@@ -117,22 +143,22 @@ def gru_before_backward_factors(states_prev: State, states: State, caches: tuple
 
 
 def gru_before_step_backward(
-    W_h_T: tuple[Array, Array], dstate_next: State, factors_t: tuple
+    W_h: tuple[Array, Array], dstate_next: State, factors_t: tuple
 ) -> tuple[State, tuple]:
     """(G4', G3', G3b', G2', G1'): two products, since ``r * h_prev`` enters ``W_hh`` after
-    ``h_prev`` entered ``W_hz, W_hr``. Hands out ``(dh, drh)`` (B, H) each."""
-    W_hzr_T, W_hh_T = W_h_T
+    ``h_prev`` entered ``W_hz, W_hr``. Hands out ``(dh, drh)`` (H, B) each."""
+    W_hzr, W_hh = W_h
     (dh,), (z, r, f_z, f_h, g_r) = dstate_next, factors_t
-    drh = (dh * f_h) @ W_hh_T  # (G3b') through rh W_hh, rh = r * h_prev
-    da_zr = jnp.concatenate([dh * f_z, drh * g_r], axis=-1)  # (G1', G2')
-    dh_prev = dh * z + drh * r + da_zr @ W_hzr_T  # the direct path, through rh, through z and r
+    drh = W_hh @ (dh * f_h)  # (G3b') through rh W_hh, rh = r * h_prev
+    da_zr = _stack([dh * f_z, drh * g_r])  # (G1', G2')
+    dh_prev = dh * z + drh * r + W_hzr @ da_zr  # the direct path, through rh, through z and r
     return (dh_prev,), (dh, drh)
 
 
 def gru_before_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
-    """``[da_z | da_r | da_h]`` (T, B, 3H), both the input's and the products' gradient."""
+    """``[da_z | da_r | da_h]`` (T, 3H, B), both the input's and the products' gradient."""
     (dH, dRH), (_, _, f_z, f_h, g_r) = dsteps, factors
-    dA = jnp.concatenate([dH * f_z, dRH * g_r, dH * f_h], axis=-1)
+    dA = _stack([dH * f_z, dRH * g_r, dH * f_h])
     return dA, dA
 
 
@@ -140,76 +166,69 @@ def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> A
     """(B2) for the "before" GRU: ``W_hz, W_hr`` read ``h_prev``, ``W_hh`` reads ``r * h_prev``.
 
     Args:
-        H_prev_all: (T, B, H), ``h_prev`` of every step.
-        caches: ``(gates,)``, gates (T, B, 3H).
-        dA_rec: (T, B, 3H).
+        H_prev_all: (T, H, B), ``h_prev`` of every step.
+        caches: ``(gates,)``, gates (T, 3H, B).
+        dA_rec: (T, 3H, B).
 
     Returns:
         (H, 3H), ``[dW_hz | dW_hr | dW_hh]``.
     """
     (gates,) = caches
-    H = H_prev_all.shape[-1]
-    dW_hzr = materialized(rows(H_prev_all).T) @ rows(dA_rec[..., : 2 * H])
-    rh = gates[..., H : 2 * H] * H_prev_all  # the input of W_hh is r * h_prev
-    dW_hh = materialized(rows(rh).T) @ rows(dA_rec[..., 2 * H :])
+    H = H_prev_all.shape[GATES]
+    dW_hzr = columns(H_prev_all) @ columns(dA_rec[..., : 2 * H, :]).T
+    rh = gates[..., H : 2 * H, :] * H_prev_all  # the input of W_hh is r * h_prev
+    dW_hh = columns(rh) @ columns(dA_rec[..., 2 * H :, :]).T
     return jnp.concatenate([dW_hzr, dW_hh], axis=-1)
 
 
-def split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
-    """(H, 3H) -> ``W_hzr^T`` (2H, H), ``W_hh^T`` (H, H)."""
-    H = W_h.shape[0]
-    return W_h[:, : 2 * H].T, W_h[:, 2 * H :].T
-
-
 def gru_after_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(z, f_h, f_rec)``: ``da_h = dh f_h`` (T, B, H) and ``da_rec = [dh dh dh] f_rec``
-    (T, B, 3H), the gradient of ``h_prev W_h``: ``[da_z | da_r | r da_h]`` (G3a', G2', G1')."""
+    """``(z, f_h, f_rec)``: ``da_h = dh f_h`` (T, H, B) and ``da_rec = [dh dh dh] f_rec``
+    (T, 3H, B), the gradient of ``h_prev W_h``: ``[da_z | da_r | r da_h]`` (G3a', G2', G1')."""
     (h_prev,), (gates, hW) = states_prev, caches
     z, r, f_z, f_h = _gru_common_factors(gates, h_prev)
-    f_rec = jnp.concatenate([f_z, f_h * hW * sigmoid_grad(r), f_h * r], axis=-1)
+    f_rec = _stack([f_z, f_h * hW * sigmoid_grad(r), f_h * r])
     return z, f_h, f_rec
 
 
-def gru_after_step_backward(W_h_T: Array, dstate_next: State, factors_t: tuple) -> tuple:
+def gru_after_step_backward(W_h: Array, dstate_next: State, factors_t: tuple) -> tuple:
     """(G4', G3', G3a', G2', G1'): one product for the three recurrent paths. Hands out
-    ``(dh,)`` (B, H)."""
+    ``(dh,)`` (H, B)."""
     (dh,), (z, _, f_rec) = dstate_next, factors_t
-    da_rec = _tile(dh, 3) * f_rec  # (B, 3H) the gradient of h_prev W_h
-    return (dh * z + da_rec @ W_h_T,), (dh,)  # the direct path and the three through W_h
+    da_rec = _tile(dh, 3) * f_rec  # (3H, B) the gradient of h_prev W_h
+    return (dh * z + W_h @ da_rec,), (dh,)  # the direct path and the three through W_h
 
 
 def gru_after_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
-    """``da_x = [da_z | da_r | da_h]`` and ``da_rec = [da_z | da_r | r da_h]`` (T, B, 3H)."""
+    """``da_x = [da_z | da_r | da_h]`` and ``da_rec = [da_z | da_r | r da_h]`` (T, 3H, B)."""
     (dH,), (_, f_h, f_rec) = dsteps, factors
     dA_rec = _tile(dH, 3) * f_rec
-    H = dH.shape[-1]
-    return jnp.concatenate([dA_rec[..., : 2 * H], dH * f_h], axis=-1), dA_rec
+    H = dH.shape[GATES]
+    return _stack([dA_rec[..., : 2 * H, :], dH * f_h]), dA_rec
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
 
 
 def lstm_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(k, f, p)``: ``dc = dc_next + dh k`` (L6'), ``dc_prev = dc f`` (L5') (T, B, H), and
-    ``da = [dc dc dh dc] p`` (T, B, 4H) (L5', L6', L1'-L4')."""
+    """``(k, f, p)``: ``dc = dc_next + dh k`` (L6'), ``dc_prev = dc f`` (L5') (T, H, B), and
+    ``da = [dc dc dh dc] p`` (T, 4H, B) (L5', L6', L1'-L4')."""
     (_, c_prev), (_, c_next), (gates,) = states_prev, states, caches
-    i, f, o, c_tilde = jnp.split(gates, 4, axis=-1)
+    i, f, o, c_tilde = jnp.split(gates, 4, axis=GATES)
     tanh_c = jnp.tanh(c_next)
-    p = jnp.concatenate(
+    p = _stack(
         [
             c_tilde * sigmoid_grad(i),  # da_i = dc * c_tilde * i (1 - i)
             c_prev * sigmoid_grad(f),  # da_f = dc * c_prev * f (1 - f)
             tanh_c * sigmoid_grad(o),  # da_o = dh * tanh(c) * o (1 - o)
             i * tanh_grad(c_tilde),  # da_c = dc * i * (1 - c_tilde^2)
-        ],
-        axis=-1,
+        ]
     )
     return o * tanh_grad(tanh_c), f, p
 
 
-def lstm_step_backward(W_h_T: Array, dstate_next: State, factors_t: tuple) -> tuple:
-    """(L6', L5', L1'-L4'): hands out ``(da,)`` (B, 4H), the gates' pre-activations' gradient."""
+def lstm_step_backward(W_h: Array, dstate_next: State, factors_t: tuple) -> tuple:
+    """(L6', L5', L1'-L4'): hands out ``(da,)`` (4H, B), the gates' pre-activations' gradient."""
     (dh, dc_next), (k, f, p) = dstate_next, factors_t
     dc = dc_next + dh * k  # (L6') both paths into c_next
-    da = jnp.concatenate([dc, dc, dh, dc], axis=-1) * p  # (L5', L6', L1'-L4')
-    return (da @ W_h_T, dc * f), (da,)
+    da = _stack([dc, dc, dh, dc]) * p  # (L5', L6', L1'-L4')
+    return (W_h @ da, dc * f), (da,)

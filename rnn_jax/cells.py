@@ -5,9 +5,17 @@ Letters: B batch, D layer input (V for layer 0, H above), H hidden, G gates of t
 
 The shared parameter dict keeps every gate apart (``W_xz``, ``W_hz``, ...). Here the gates of a
 layer are stacked side by side in the kind's gate order (``spec.gates``: rnn ``h``; gru ``z, r,
-h``; lstm ``i, f, o, c``), so that a step costs one (B, H) x (H, G*H) product instead of G::
+h``; lstm ``i, f, o, c``), so that a step costs one product instead of G::
 
     W_x (D, G*H) = [W_x{g} for g in gates],   W_h (H, G*H) = [W_h{g} ...],   b (G*H,) = [b_{g} ...]
+
+**Features-major.** Inside the recurrence every array is kept transposed against the book's
+rows: a state is (H, B), a step's gates (G*H, B), a whole sequence (T, K, B). A step's product
+is then ``W_h^T h`` (G*H, H) x (H, B), which XLA's CPU backend runs a quarter to a third faster
+than ``h W_h`` (B, H) x (H, G*H) (``python -m experiments.bench_probes recurrent``,
+docs/performance.md), and a gate is a block of rows (axis -2, :data:`GATES`). The equations
+below are written in the book's rows; :func:`rnn_jax.models.scan_recurrence` turns its inputs
+and outputs between the two layouts.
 
 The input part of every gate, ``A_x = X W_x + b`` (T, B, G*H), is computed for all steps at once
 outside the recurrence (I1, I2); a step adds the recurrent part and applies the nonlinearities:
@@ -22,15 +30,15 @@ outside the recurrence (I1, I2); a step adds the recurrent part and applies the 
                  C_t = F * C_{t-1} + I * C~,  H_t = O * tanh(C_t)                     (L5, L6)
 
 Each cell is a few pure functions in the cs231n manner, with the names and the meaning of
-``numpy_ref.cells`` (the states ``state_prev``, ``state_next`` are tuples of (B, H) arrays, ``(h,)``
+``numpy_ref.cells`` (the states ``state_prev``, ``state_next`` are tuples of (H, B) arrays, ``(h,)``
 or ``(h, c)``):
 
-- ``step_forward(W, state_prev, a_x) -> (state_next, cache)``, ``a_x`` (B, G*H); ``cache`` holds
-  what the backward needs besides the states (the gates, stacked (B, G*H), so that a step saves
+- ``step_forward(W, state_prev, a_x) -> (state_next, cache)``, ``a_x`` (G*H, B); ``cache`` holds
+  what the backward needs besides the states (the gates, stacked (G*H, B), so that a step saves
   one array).
-- ``forward_weights(W_h)``: what the step takes instead of the stacked ``W_h`` (the "before"
-  GRU's two blocks), formed once before the scan, since a slice written in a scan's body is
-  redone at every step.
+- ``forward_weights(W_h)``: what the step takes instead of the stacked ``W_h``: its transpose
+  written out (the "before" GRU's: two blocks), formed once before the scan, since a slice
+  written in a scan's body is redone at every step.
 
 Their backward, split into the factors of every step at once and a lean step for the reverse
 scan, is in :mod:`rnn_jax.cell_grads`; :data:`CELLS` holds both.
@@ -56,30 +64,33 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
+GATES = -2  # the axis of the features (and of the stacked gates) in a state, a step, a sequence
+
+
 def _split(a: Array, parts: int) -> list[Array]:
-    return jnp.split(a, parts, axis=-1)
+    return jnp.split(a, parts, axis=GATES)
 
 
-def _same(W_h: Array) -> Array:
-    return W_h
+def _stack(parts: list[Array]) -> Array:
+    return jnp.concatenate(parts, axis=GATES)
 
 
 # --- vanilla RNN -------------------------------------------------------------------------------
 
 
-def rnn_step_forward(W_hh: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+def rnn_step_forward(W_hh_T: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
     """(R1) ``h_next = tanh(a_x + h_prev W_hh)``.
 
     Args:
-        W_hh: (H, H).
-        state_prev: ``(h_prev,)``, (B, H).
-        a_x: (B, H), ``x W_xh + b_h``.
+        W_hh_T: (H, H), ``W_hh^T``.
+        state_prev: ``(h_prev,)``, (H, B).
+        a_x: (H, B), ``x W_xh + b_h``.
 
     Returns:
-        ``(h_next,)`` (B, H) and an empty cache (the backward reads ``h_next``).
+        ``(h_next,)`` (H, B) and an empty cache (the backward reads ``h_next``).
     """
     (h_prev,) = state_prev
-    h_next = jnp.tanh(a_x + h_prev @ W_hh)  # (R1)
+    h_next = jnp.tanh(a_x + W_hh_T @ h_prev)  # (R1)
     return (h_next,), ()
 
 
@@ -90,78 +101,70 @@ def _gru_output(z: Array, h_prev: Array, h_tilde: Array) -> Array:
     return z * h_prev + (1 - z) * h_tilde  # (G4)
 
 
-def _split_zr_h(W_h: Array) -> tuple[Array, Array]:
-    """(H, 3H) -> ``W_hzr`` (H, 2H), ``W_hh`` (H, H): the "before" GRU multiplies them apart."""
-    H = W_h.shape[0]
-    return W_h[:, : 2 * H], W_h[:, 2 * H :]
-
-
 def gru_before_step_forward(
-    W_h: tuple[Array, Array], state_prev: State, a_x: Array
+    W_h_T: tuple[Array, Array], state_prev: State, a_x: Array
 ) -> tuple[State, tuple]:
     """(G1, G2, G3b, G4): the book's GRU, the reset gate before the recurrent product.
 
     Args:
-        W_h: ``(W_hzr (H, 2H), W_hh (H, H))``.
-        state_prev: ``(h_prev,)``, (B, H).
-        a_x: (B, 3H), ``[a_z | a_r | a_h]``.
+        W_h_T: ``(W_hzr^T (2H, H), W_hh^T (H, H))``.
+        state_prev: ``(h_prev,)``, (H, B).
+        a_x: (3H, B), ``[a_z ; a_r ; a_h]``.
 
     Returns:
-        ``(h_next,)`` (B, H) and the cache ``(gates,)``, gates (B, 3H) = ``[z | r | h_tilde]``.
+        ``(h_next,)`` (H, B) and the cache ``(gates,)``, gates (3H, B) = ``[z ; r ; h_tilde]``.
     """
-    W_hzr, W_hh = W_h
+    W_hzr_T, W_hh_T = W_h_T
     (h_prev,) = state_prev
-    H = h_prev.shape[-1]
-    zr = jax.nn.sigmoid(a_x[:, : 2 * H] + h_prev @ W_hzr)  # (G1, G2) in one product
-    r = zr[:, H:]
-    h_tilde = jnp.tanh(a_x[:, 2 * H :] + (r * h_prev) @ W_hh)  # (G3b)
-    h_next = _gru_output(zr[:, :H], h_prev, h_tilde)
-    return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1),)
+    H = h_prev.shape[GATES]
+    zr = jax.nn.sigmoid(a_x[: 2 * H] + W_hzr_T @ h_prev)  # (G1, G2) in one product
+    r = zr[H:]
+    h_tilde = jnp.tanh(a_x[2 * H :] + W_hh_T @ (r * h_prev))  # (G3b)
+    h_next = _gru_output(zr[:H], h_prev, h_tilde)
+    return (h_next,), (_stack([zr, h_tilde]),)
 
 
-def gru_after_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+def gru_after_step_forward(W_h_T: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
     """(G1, G2, G3a, G4): PyTorch's (cuDNN's) GRU, the reset gate after the recurrent product.
 
     Args:
-        W_h: (H, 3H), ``[W_hz | W_hr | W_hh]``.
-        state_prev: ``(h_prev,)``, (B, H).
-        a_x: (B, 3H), ``[a_z | a_r | a_h]``.
+        W_h_T: (3H, H), ``[W_hz | W_hr | W_hh]^T``.
+        state_prev: ``(h_prev,)``, (H, B).
+        a_x: (3H, B), ``[a_z ; a_r ; a_h]``.
 
     Returns:
-        ``(h_next,)`` (B, H) and the cache ``(gates, hW)``: gates (B, 3H) = ``[z | r |
-        h_tilde]``, hW (B, H) = ``h_prev W_hh``.
+        ``(h_next,)`` (H, B) and the cache ``(gates, hW)``: gates (3H, B) = ``[z ; r ;
+        h_tilde]``, hW (H, B) = ``h_prev W_hh``.
     """
     (h_prev,) = state_prev
-    H = h_prev.shape[-1]
-    hW_all = h_prev @ W_h  # (B, 3H): the three recurrent products in one
-    hW = hW_all[:, 2 * H :]  # h_prev W_hh
-    zr = jax.nn.sigmoid(a_x[:, : 2 * H] + hW_all[:, : 2 * H])  # (G1, G2)
-    h_tilde = jnp.tanh(a_x[:, 2 * H :] + zr[:, H:] * hW)  # (G3a)
-    h_next = _gru_output(zr[:, :H], h_prev, h_tilde)
-    return (h_next,), (jnp.concatenate([zr, h_tilde], axis=-1), hW)
+    H = h_prev.shape[GATES]
+    hW_all = W_h_T @ h_prev  # (3H, B): the three recurrent products in one
+    hW = hW_all[2 * H :]  # h_prev W_hh
+    zr = jax.nn.sigmoid(a_x[: 2 * H] + hW_all[: 2 * H])  # (G1, G2)
+    h_tilde = jnp.tanh(a_x[2 * H :] + zr[H:] * hW)  # (G3a)
+    h_next = _gru_output(zr[:H], h_prev, h_tilde)
+    return (h_next,), (_stack([zr, h_tilde]), hW)
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
 
 
-def lstm_step_forward(W_h: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
+def lstm_step_forward(W_h_T: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
     """(L1)-(L6).
 
     Args:
-        W_h: (H, 4H), ``[W_hi | W_hf | W_ho | W_hc]``.
-        state_prev: ``(h_prev, c_prev)``, each (B, H).
-        a_x: (B, 4H), ``[a_i | a_f | a_o | a_c]``.
+        W_h_T: (4H, H), ``[W_hi | W_hf | W_ho | W_hc]^T``.
+        state_prev: ``(h_prev, c_prev)``, each (H, B).
+        a_x: (4H, B), ``[a_i ; a_f ; a_o ; a_c]``.
 
     Returns:
-        ``(h_next, c_next)`` (B, H) each and the cache ``(gates,)``, gates (B, 4H) =
-        ``[i | f | o | c_tilde]``.
+        ``(h_next, c_next)`` (H, B) each and the cache ``(gates,)``, gates (4H, B) =
+        ``[i ; f ; o ; c_tilde]``.
     """
     h_prev, c_prev = state_prev
-    H = h_prev.shape[-1]
-    a = a_x + h_prev @ W_h  # (B, 4H): the four gates in one product
-    gates = jnp.concatenate(  # (L1-L4): i, f, o | c_tilde
-        [jax.nn.sigmoid(a[:, : 3 * H]), jnp.tanh(a[:, 3 * H :])], axis=-1
-    )
+    H = h_prev.shape[GATES]
+    a = a_x + W_h_T @ h_prev  # (4H, B): the four gates in one product
+    gates = _stack([jax.nn.sigmoid(a[: 3 * H]), jnp.tanh(a[3 * H :])])  # (L1-L4): i, f, o | c~
     i, f, o, c_tilde = _split(gates, 4)
     c_next = f * c_prev + i * c_tilde  # (L5)
     h_next = o * jnp.tanh(c_next)  # (L6)
@@ -182,8 +185,8 @@ class Cell:
     step_backward: Callable[[Any, State, tuple], tuple[State, tuple]]
     input_grads: Callable[[tuple, tuple], tuple[Array, Array]]
     weight_grad: Callable[[Array, tuple, Array], Array] = g.weight_grad
-    forward_weights: Callable[[Array], Any] = _same
-    backward_weights: Callable[[Array], Any] = g.transposed
+    forward_weights: Callable[[Array], Any] = g.transposed
+    backward_weights: Callable[[Array], Any] = g.same
 
 
 CELLS = {
@@ -201,8 +204,8 @@ CELLS = {
         g.gru_before_step_backward,
         g.gru_before_input_grads,
         g.gru_before_weight_grad,
-        _split_zr_h,
         g.split_zr_h_transposed,
+        g.split_zr_h,
     ),
     "gru_after": Cell(
         "gru_after",

@@ -6,10 +6,18 @@ L layers, G gates of the kind, N = T*B.
 For every layer ``l`` (a Python loop over layers, one scan over time each)::
 
     A_x = (W_x + b)[X]                 layer 0: a row gather (the one-hot product, without one-hot)
-    A_x = H^(l-1) W_x + b              layers above: one (N, H) x (H, G*H) product
+    A_x = H^(l-1) W_x + b              layers above: one product over all N rows
     H^(l), state_l = recurrence(A_x, W_h, state_l)       lax.scan over T, see rnn_jax.cells
-    logits = H^(L-1) W_hq + b_q        one (N, H) x (H, V) product, time-major (T, B, V)
+    logits = H^(L-1) W_hq + b_q        one product, time-major (T, B, V)
     loss = mean over the N positions of -log softmax(logits)[Y]
+
+**Layout.** The equations are the book's, in rows; the arrays are their transposes, features-major
+like the cells' (:mod:`rnn_jax.cells`): a sequence is kept as columns, (K, T, B), whose (K, N)
+view has column ``t*B + b`` where the book's (N, K) has row ``t*B + b``, so every product is
+``W^T`` (K, D) times a (D, N) matrix, ``A_x^T = W_x^T H^T`` (the form XLA's CPU backend runs
+fastest, docs/performance.md). The scan takes the steps as (T, K, B), a transpose that moves
+whole runs of B numbers. Only the interface is in rows: ``X``, ``Y`` (B, T), logits (T, B, V),
+states (L, B, H).
 
 Gradients come one of two ways (``grad_mode``):
 
@@ -50,32 +58,50 @@ def check_grad_mode(grad_mode: str) -> str:
 # --- the recurrence, two ways ---------------------------------------------------------------------
 
 
-def scan_recurrence(
+def _steps(a: Array) -> Array:
+    """(K, T, B) <-> (T, K, B): a sequence's columns to the scan's steps and back. The transpose
+    moves whole runs of B numbers."""
+    return jnp.swapaxes(a, 0, 1)
+
+
+def _forward_scan(
     cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
-) -> tuple[Array, tuple[Array, ...]]:
-    """Run ``cell`` over time; differentiable by JAX's autodiff.
-
-    Args:
-        cell: the cell.
-        A_x: (T, B, G*H) input part of every gate, bias included.
-        W_h: (H, G*H) stacked recurrent weights.
-        state0: ``(h,)`` or ``(h, c)``, each (B, H).
-
-    Returns:
-        ``(H_all (T, B, H), state_T)``: every step's hidden state and the last state.
-    """
+) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple]:
+    """The forward scan: A_x (G*H, T, B), state0 of (H, B) arrays -> the last state, every
+    step's state (T, H, B) and every step's cache."""
     W = cell.forward_weights(W_h)
 
     def body(state, a_x):
-        state, _ = cell.step_forward(W, state, a_x)
-        return state, state[0]
+        state, cache = cell.step_forward(W, state, a_x)
+        return state, (state, cache)
 
-    state_T, H_all = lax.scan(body, state0, A_x)
-    return H_all, state_T
+    state_T, (states, caches) = lax.scan(body, state0, _steps(A_x))
+    return state_T, states, caches
+
+
+def scan_recurrence(
+    cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
+) -> tuple[Array, tuple[Array, ...]]:
+    """Run ``cell`` over time, features-major (:mod:`rnn_jax.cells`); differentiable by JAX's
+    autodiff.
+
+    Args:
+        cell: the cell.
+        A_x: (G*H, T, B) input part of every gate, bias included: column ``t*B + b`` of its
+            (G*H, N) view is ``x_{b,t} W_x + b``.
+        W_h: (H, G*H) stacked recurrent weights.
+        state0: ``(h,)`` or ``(h, c)``, each (H, B).
+
+    Returns:
+        ``(H_all (H, T, B), state_T)``: every step's hidden state and the last state, (H, B)
+        each.
+    """
+    state_T, states, _ = _forward_scan(cell, A_x, W_h, state0)
+    return _steps(states[0]), state_T
 
 
 def _shift(state0: tuple[Array, ...], states: tuple[Array, ...]) -> tuple[Array, ...]:
-    """The state before every step: (T, B, H) arrays, the initial state in front."""
+    """The state before every step: (T, H, B) arrays, the initial state in front."""
     return tuple(jnp.concatenate([s[None], c[:-1]]) for s, c in zip(state0, states, strict=True))
 
 
@@ -87,31 +113,27 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
         return scan_recurrence(cell, A_x, W_h, state0)
 
     def recurrence_fwd(A_x, W_h, state0):
-        W = cell.forward_weights(W_h)
-
-        def body(state, a_x):
-            state, cache = cell.step_forward(W, state, a_x)
-            return state, (state, cache)
-
-        state_T, (states, caches) = lax.scan(body, state0, A_x)
-        return (states[0], state_T), (W_h, state0, states, caches)
+        state_T, states, caches = _forward_scan(cell, A_x, W_h, state0)
+        return (_steps(states[0]), state_T), (W_h, state0, states, caches)
 
     def recurrence_bwd(residuals, cotangents):
         W_h, state0, states, caches = residuals
-        dH_above, dstate_T = cotangents  # (T, B, H) from above; the last state's gradient
-        W_T = cell.backward_weights(W_h)
+        dH_above, dstate_T = cotangents  # (H, T, B) from above; the last state's gradient
+        W_back = cell.backward_weights(W_h)
         states_prev = _shift(state0, states)
         factors = cell.backward_factors(states_prev, states, caches)  # every step's, at once
 
         def body(dstate, inputs):
             dh_above, factors_t = inputs
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
-            return cell.step_backward(W_T, (dh_next, *dstate[1:]), factors_t)
+            return cell.step_backward(W_back, (dh_next, *dstate[1:]), factors_t)
 
-        dstate0, dsteps = lax.scan(body, tuple(dstate_T), (dH_above, factors), reverse=True)
+        dstate0, dsteps = lax.scan(
+            body, tuple(dstate_T), (_steps(dH_above), factors), reverse=True
+        )
         dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
-        return dA_x, dW_h, dstate0
+        return _steps(dA_x), dW_h, dstate0
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
     return recurrence
@@ -135,6 +157,9 @@ def apply(
 ) -> tuple[Array, State]:
     """The un-jitted forward pass, for other jit regions: ``(logits (T, B, V), state)``.
 
+    Inside, a sequence is kept as columns, (K, T, B), the cells' features-major layout
+    (:mod:`rnn_jax.cells`): every product is ``W^T`` times a (K, N) matrix.
+
     Args:
         spec: the model.
         params: the shared parameter dict of JAX arrays.
@@ -142,7 +167,6 @@ def apply(
         state: tuple of ``spec.num_states`` arrays (L, B, H).
         grad_mode: which recurrence a gradient of it goes through (``GRAD_MODES``).
     """
-    T, B = X.shape[1], X.shape[0]  # X is (B, T); everything inside is time-major
     recurrence = _recurrence(spec, grad_mode)
     fast = grad_mode == "bptt"  # the plain reference stays plain: grad_mode="autodiff"
     linear = dense if fast else _dense
@@ -151,75 +175,75 @@ def apply(
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            gather = gather_rows if fast else _gather_rows
-            A_x = gather(W_x, b, X.T)  # (T, B, G*H): row X[b, t] of W_x plus b
+            gather = gather_columns if fast else _gather_columns
+            A_x = gather(W_x, b, X.T)  # (G*H, T, B): row X[b, t] of W_x plus b, as a column
         else:
-            A_x = linear(H_all.reshape(T * B, -1), W_x, b).reshape(T, B, -1)
-        state0 = tuple(s[layer_index] for s in state)
+            A_x = linear(H_all, W_x, b)  # (G*H, T, B)
+        state0 = tuple(s[layer_index].T for s in state)  # (H, B)
         H_all, state_l = recurrence(A_x, W_h, state0)
         last_states.append(state_l)
-    new_state = tuple(jnp.stack([s[k] for s in last_states]) for k in range(spec.num_states))
-    logits = linear(H_all.reshape(T * B, -1), params["W_hq"], params["b_q"])  # (N, V), row t*B + b
-    return logits.reshape(T, B, -1), new_state
+    new_state = tuple(jnp.stack([s[k].T for s in last_states]) for k in range(spec.num_states))
+    logits = linear(H_all, params["W_hq"], params["b_q"])  # (V, T, B)
+    return jnp.transpose(logits, (1, 2, 0)), new_state
 
 
-def _gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
-    """``(W_x + b)[tokens]``: W_x (V, K), b (K,), tokens int (T, B) -> (T, B, K); the same as
-    the book's one-hot product ``onehot(tokens) W_x + b``."""
-    return (W_x + b)[tokens]
+def _gather_columns(W_x: Array, b: Array, tokens: Array) -> Array:
+    """``(W_x + b)[tokens]`` as columns: W_x (V, K), b (K,), tokens int (T, B) -> (K, T, B); the
+    same as the book's one-hot product ``onehot(tokens) W_x + b``."""
+    return jnp.moveaxis((W_x + b)[tokens], -1, 0)
 
 
-def _with_bias(X: Array, W: Array, b: Array) -> Array:
-    """``X W + b`` as one product, ``[X | 1] [W ; b]``: the bias is the last row of the matrix
-    and a column of ones meets it. XLA's CPU backend would otherwise add ``b``, stacked from the
-    gates' biases, in a pass of its own over the (N, K) result, choosing the gate of every
-    element anew; the product runs in YNNPACK (docs/performance.md)."""
-    ones = jnp.ones((*X.shape[:-1], 1), X.dtype)
-    return jnp.concatenate([X, ones], axis=-1) @ jnp.concatenate([W, b[None]], axis=0)
+def _product(X: Array, W: Array, b: Array) -> Array:
+    """``W^T X + b``: X (D, T, B) -> (K, T, B), with ``W^T`` written out first (a product whose
+    left operand is a transpose is the slow one, ``cell_grads.materialized``). The bias is added
+    where the recurrence turns the columns into steps, in the same pass."""
+    D, *rest = X.shape
+    return (materialized(W.T) @ X.reshape(D, -1)).reshape(-1, *rest) + b[:, None, None]
 
 
 @jax.custom_vjp
-def gather_rows(W_x: Array, b: Array, tokens: Array) -> Array:
-    """:func:`_gather_rows` as the book's one-hot product, bias included (:func:`_with_bias`):
-    on the CPU, XLA fuses the stacking of the gates' arrays into a gather and runs it element by
-    element. The backward (I1') adds each row's gradient into the row of its token, and sums
-    them for ``b``."""
-    return _with_bias(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype), W_x, b)
+def gather_columns(W_x: Array, b: Array, tokens: Array) -> Array:
+    """:func:`_gather_columns` as the book's one-hot product (:func:`_product`): on the CPU, XLA
+    fuses the stacking of the gates' arrays into a gather and runs it element by element. The
+    backward (I1') adds each column's gradient into the row of its token (the one-hot product
+    again), and sums them for ``b``."""
+    return _product(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype, axis=0), W_x, b)
 
 
-def _gather_rows_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
-    return gather_rows(W_x, b, tokens), (tokens, W_x.shape[0])
+def _gather_columns_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
+    return gather_columns(W_x, b, tokens), (tokens, W_x.shape[0])
 
 
-def _gather_rows_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
+def _gather_columns_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
     tokens, V = residuals
-    rows = dA.reshape(-1, dA.shape[-1])  # (N, K)
-    return jax.ops.segment_sum(rows, tokens.reshape(-1), V), rows.sum(axis=0), None
+    columns = dA.reshape(dA.shape[0], -1)  # (K, N)
+    onehot = jax.nn.one_hot(tokens.reshape(-1), V, dtype=dA.dtype, axis=0)  # (V, N)
+    return onehot @ columns.T, columns.sum(axis=1), None
 
 
-gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+gather_columns.defvjp(_gather_columns_fwd, _gather_columns_bwd)
 
 
 def _dense(X: Array, W: Array, b: Array) -> Array:
-    """``X W + b``: X (N, D), W (D, K), b (K,) -> (N, K)."""
-    return X @ W + b
+    """``W^T X + b``: X (D, T, B), W (D, K), b (K,) -> (K, T, B), the columns of ``X W + b``."""
+    return jnp.einsum("dk,dtb->ktb", W, X) + b[:, None, None]
 
 
 @jax.custom_vjp
 def dense(X: Array, W: Array, b: Array) -> Array:
-    """:func:`_dense` as one product (:func:`_with_bias`), whose backward (I2', O1') forms
-    ``W^T`` and ``X^T`` as arrays of their own, so that XLA's CPU backend runs both products in
-    YNNPACK (``cell_grads.materialized``)."""
-    return _with_bias(X, W, b)
+    """:func:`_dense` as one product (:func:`_product`), with the backward (I2', O1') as two
+    products that XLA's CPU backend runs in YNNPACK: ``dX = W dY`` and ``dW = X dY^T``."""
+    return _product(X, W, b)
 
 
 def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _dense(X, W, b), (X, W)
+    return dense(X, W, b), (X, W)
 
 
 def _dense_bwd(residuals: tuple[Array, Array], dY: Array) -> tuple[Array, Array, Array]:
     X, W = residuals
-    return dY @ materialized(W.T), materialized(X.T) @ dY, dY.sum(axis=0)
+    X_cols, dY_cols = X.reshape(X.shape[0], -1), dY.reshape(dY.shape[0], -1)
+    return (W @ dY_cols).reshape(X.shape), X_cols @ dY_cols.T, dY_cols.sum(axis=1)
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)

@@ -97,5 +97,6 @@ def test_keep_freed_memory_reuses_a_freed_buffer_without_page_faults() -> None:
         found[mode] = (applied, int(faults))
     if found["kept"][0] != "True":
         pytest.skip("not glibc")
-    assert found["default"][1] > 100, found  # fresh pages every time
+    # fresh pages every time: 12,288 of 4 KiB, or 24 where transparent huge pages (2 MiB) serve
+    assert found["default"][1] >= 20, found
     assert found["kept"][1] == 0, found
