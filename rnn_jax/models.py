@@ -128,9 +128,7 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
             return cell.step_backward(W_back, (dh_next, *dstate[1:]), factors_t)
 
-        dstate0, dsteps = lax.scan(
-            body, tuple(dstate_T), (_steps(dH_above), factors), reverse=True
-        )
+        dstate0, dsteps = lax.scan(body, tuple(dstate_T), (_steps(dH_above), factors), reverse=True)
         dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
         return _steps(dA_x), dW_h, dstate0
