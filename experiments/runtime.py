@@ -17,6 +17,10 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   :func:`numpy_ref.corpus.cache_dir`: a second run of a command loads its compiled steps instead
   of compiling them again. Every compilation is cached, however short (JAX's default skips those
   under a second, which are all of ours).
+- XLA's compiler: LLVM's optimisation level 2 (``--xla_backend_optimization_level=2`` in
+  ``XLA_FLAGS``, :func:`set_xla_flags`) instead of XLA's default 3: a third less compile time
+  for the same step time (``python -m experiments.bench_probes compile``, docs/performance.md).
+  A level given in ``XLA_FLAGS`` already is left alone.
 - The allocator: on glibc (Linux), :func:`keep_freed_memory` tells ``malloc`` to keep the memory
   a program frees for its next allocations instead of handing it back to the system. XLA frees
   a step's temporary buffers after every step; above glibc's 32 MB limit for its heap they were
@@ -78,6 +82,7 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
     values.update(settings)
     threads = values["threads"] or default_threads()
     set_threads(threads)
+    set_xla_flags()
     kept = keep_freed_memory()
     path = None
     if values["compile_cache"]:
@@ -107,6 +112,20 @@ def set_threads(threads: int) -> None:
     threadpool_limits(threads)  # the pools already loaded (NumPy's OpenBLAS at least)
     if sys.modules.get("torch") is not None:  # else OMP_NUM_THREADS applies when it is imported
         sys.modules["torch"].set_num_threads(threads)
+
+
+XLA_FLAGS = ("--xla_backend_optimization_level=2",)  # see the module docstring
+
+
+def set_xla_flags() -> str:
+    """Add :data:`XLA_FLAGS` to the environment's ``XLA_FLAGS``, each unless a value of that
+    flag is there already. XLA reads them when JAX starts its backend (at the first computation,
+    whether or not JAX is imported yet). Returns the resulting ``XLA_FLAGS``."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    names = {flag.split("=")[0] for flag in flags}
+    flags += [flag for flag in XLA_FLAGS if flag.split("=")[0] not in names]
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    return os.environ["XLA_FLAGS"]
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h

@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments.runtime import default_threads  # noqa: E402
+from experiments.runtime import default_threads, set_xla_flags  # noqa: E402
 from numpy_ref.cells import CELLS  # noqa: E402
 from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME  # noqa: E402
 from numpy_ref.spec import ModelSpec, flatten_params  # noqa: E402
@@ -34,11 +34,13 @@ CASE_IDS = [f"{name}-L{layers}" for name in CELLS for layers in (1, 2)]
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# This process computes like a command with its default threads: XLA sizes its CPU pools from
-# NPROC when JAX starts its backend (before any command of a test could set it), and results
-# differ in the last bits between thread counts, so a run started in a subprocess and resumed in
-# this process end bit-identical only with the same count (tests/test_durable.py).
+# This process computes like a command with its default threads and XLA's flags: XLA sizes its
+# CPU pools from NPROC and reads XLA_FLAGS when JAX starts its backend (before any command of a
+# test could set them), and results may differ in the last bits between thread counts or
+# compiler settings, so a run started in a subprocess and resumed in this process end
+# bit-identical only with the same ones (tests/test_durable.py).
 os.environ.setdefault("NPROC", str(default_threads()))
+set_xla_flags()
 
 
 def spec_of(kind: str, reset: str, V: int, H: int, layers: int = 1) -> ModelSpec:
