@@ -323,6 +323,7 @@ import json, sys, time, numpy as np
 from experiments import runtime
 if int(sys.argv[2]):
     runtime.set_threads(int(sys.argv[2]))
+runtime.keep_freed_memory()  # as every command (the flags: the caller's XLA_FLAGS)
 runtime.enable_compile_cache(sys.argv[3])
 from experiments import bench
 import jax, rnn_jax

@@ -23,9 +23,10 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   A level given in ``XLA_FLAGS`` already is left alone.
 - The allocator: on glibc (Linux), :func:`keep_freed_memory` tells ``malloc`` to keep the memory
   a program frees for its next allocations instead of handing it back to the system. XLA frees
-  a step's temporary buffers after every step; above glibc's 32 MB limit for its heap they were
-  new mappings each time, and the deep LSTM's step touched ~10,000 fresh pages (a page fault each,
-  ~20 ms of its ~110 ms here; docs/performance.md). Every library in the process gets it alike.
+  a step's temporary buffers after every step; by default glibc mapped them anew each time, and
+  the deep LSTM's step touched ~10,700 fresh pages (a page fault each: ~100 ms a step instead of
+  ~76 here, ``python -m experiments.bench_probes malloc``). Every library in the process gets it
+  alike.
 
 Where JAX is already imported, its configuration is updated; otherwise the environment variables
 that JAX reads when it is imported are set, so that numpy-only commands do not import JAX.
@@ -128,15 +129,18 @@ def set_xla_flags() -> str:
     return os.environ["XLA_FLAGS"]
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc's malloc.h
+_HEAP = 64 << 20  # the size of a thread's heap in glibc's malloc (64-bit)
 
 
 def keep_freed_memory() -> bool:
     """glibc's ``malloc`` keeps freed memory for reuse: no allocation is its own mapping
-    (``M_MMAP_MAX`` 0), every thread allocates from the one heap (``M_ARENA_MAX`` 1: with a heap
-    of its own, XLA's thread still mapped its buffers anew every step) and the heap is never
-    trimmed (``M_TRIM_THRESHOLD`` at its largest), so a buffer freed after one step is the next
-    step's, without new page faults. The peak memory is the same; what a process once used stays
+    (``M_MMAP_MAX`` 0), a heap is never trimmed (``M_TRIM_THRESHOLD`` at its largest) and a
+    thread's heap that empties is kept (``M_TOP_PAD`` of one heap; glibc hands such a heap back
+    whatever the trim threshold), so a buffer freed after one step is the next step's, without
+    new page faults. Each thread keeps its own heap (limiting the heaps to one,
+    ``M_ARENA_MAX``, also ends the faults, but XLA's compiler threads then wait for each other:
+    a third more compile time). The peak memory is the same; what a process once used stays
     reserved for it until it exits. Call it before the libraries allocate much.
 
     Returns:
@@ -147,7 +151,7 @@ def keep_freed_memory() -> bool:
         libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt ignores these)
     except (OSError, AttributeError):
         return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, _HEAP))
     return all([libc.mallopt(option, value) for option, value in settings])
 
 
