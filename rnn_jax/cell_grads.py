@@ -13,9 +13,9 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
 (docs/performance.md measures the difference). Per cell:
 
 - ``backward_factors(states_prev, states, caches) -> factors``: every step's factors, a tuple of
-  (T, B, K) arrays; ``states_prev``, ``states``: tuples of (T, B, H), the state before and after
+  (T, K, B) arrays; ``states_prev``, ``states``: tuples of (T, H, B), the state before and after
   every step; ``caches``: the forward steps' caches, stacked over T.
-- ``step_backward(W_T, dstate_next, factors_t) -> (dstate_prev, dstep)``: one step of the reverse
+- ``step_backward(W, dstate_next, factors_t) -> (dstate_prev, dstep)``: one step of the reverse
   scan. ``dstate_next`` is the gradient reaching ``state_next`` by every path (``dh_next`` the
   sum of what comes from above and from step t+1, (B1), formed by the scan's body); ``dstep`` is
   what the inputs' gradients follow from elementwise: ``(da,)`` for rnn and lstm, ``(dh,)`` for
@@ -39,13 +39,13 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
-GATES = -2  # the axis of the features in a state, a step, a sequence (rnn_jax.cells)
+FEATURES = -2  # the axis of the features in a state, a step, a sequence (rnn_jax.cells)
 
 
 def columns(a: Array) -> Array:
     """(T, K, B) -> (K, N) written out (:func:`materialized`), column ``t*B + b``: every step's
     columns as one matrix. The transpose moves whole runs of B numbers."""
-    return materialized(jnp.moveaxis(a, GATES, 0).reshape(a.shape[GATES], -1))
+    return materialized(jnp.moveaxis(a, FEATURES, 0).reshape(a.shape[FEATURES], -1))
 
 
 def sigmoid_grad(s: Array) -> Array:
@@ -89,11 +89,12 @@ def split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
 
 def _tile(a: Array, parts: int) -> Array:
     """(..., H, B) -> (..., parts*H, B): ``a`` stacked ``parts`` times along the features."""
-    return jnp.concatenate([a] * parts, axis=GATES)
+    return jnp.concatenate([a] * parts, axis=FEATURES)
 
 
-def _stack(parts: list[Array]) -> Array:
-    return jnp.concatenate(parts, axis=GATES)
+def stack_gates(parts: list[Array]) -> Array:
+    """Gates (or their gradients) stacked along the features: (..., H, B) each -> (..., k*H, B)."""
+    return jnp.concatenate(parts, axis=FEATURES)
 
 
 def weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
@@ -128,7 +129,7 @@ def same_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
 
 def _gru_common_factors(gates: Array, h_prev: Array) -> tuple[Array, Array, Array, Array]:
     """``z``, ``r`` and the factors of dh_next in ``da_z`` (G4', G1') and ``da_h`` (G4', G3')."""
-    z, r, h_tilde = jnp.split(gates, 3, axis=GATES)
+    z, r, h_tilde = jnp.split(gates, 3, axis=FEATURES)
     f_z = sigmoid_grad(z) * (h_prev - h_tilde)  # da_z = dh_next * f_z
     f_h = (1 - z) * tanh_grad(h_tilde)  # da_h = dh_next * f_h
     return z, r, f_z, f_h
@@ -150,7 +151,7 @@ def gru_before_step_backward(
     W_hzr, W_hh = W_h
     (dh,), (z, r, f_z, f_h, g_r) = dstate_next, factors_t
     drh = W_hh @ (dh * f_h)  # (G3b') through rh W_hh, rh = r * h_prev
-    da_zr = _stack([dh * f_z, drh * g_r])  # (G1', G2')
+    da_zr = stack_gates([dh * f_z, drh * g_r])  # (G1', G2')
     dh_prev = dh * z + drh * r + W_hzr @ da_zr  # the direct path, through rh, through z and r
     return (dh_prev,), (dh, drh)
 
@@ -158,7 +159,7 @@ def gru_before_step_backward(
 def gru_before_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
     """``[da_z | da_r | da_h]`` (T, 3H, B), both the input's and the products' gradient."""
     (dH, dRH), (_, _, f_z, f_h, g_r) = dsteps, factors
-    dA = _stack([dH * f_z, dRH * g_r, dH * f_h])
+    dA = stack_gates([dH * f_z, dRH * g_r, dH * f_h])
     return dA, dA
 
 
@@ -174,7 +175,7 @@ def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> A
         (H, 3H), ``[dW_hz | dW_hr | dW_hh]``.
     """
     (gates,) = caches
-    H = H_prev_all.shape[GATES]
+    H = H_prev_all.shape[FEATURES]
     dW_hzr = columns(H_prev_all) @ columns(dA_rec[..., : 2 * H, :]).T
     rh = gates[..., H : 2 * H, :] * H_prev_all  # the input of W_hh is r * h_prev
     dW_hh = columns(rh) @ columns(dA_rec[..., 2 * H :, :]).T
@@ -186,7 +187,7 @@ def gru_after_backward_factors(states_prev: State, states: State, caches: tuple)
     (T, 3H, B), the gradient of ``h_prev W_h``: ``[da_z | da_r | r da_h]`` (G3a', G2', G1')."""
     (h_prev,), (gates, hW) = states_prev, caches
     z, r, f_z, f_h = _gru_common_factors(gates, h_prev)
-    f_rec = _stack([f_z, f_h * hW * sigmoid_grad(r), f_h * r])
+    f_rec = stack_gates([f_z, f_h * hW * sigmoid_grad(r), f_h * r])
     return z, f_h, f_rec
 
 
@@ -202,8 +203,8 @@ def gru_after_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
     """``da_x = [da_z | da_r | da_h]`` and ``da_rec = [da_z | da_r | r da_h]`` (T, 3H, B)."""
     (dH,), (_, f_h, f_rec) = dsteps, factors
     dA_rec = _tile(dH, 3) * f_rec
-    H = dH.shape[GATES]
-    return _stack([dA_rec[..., : 2 * H, :], dH * f_h]), dA_rec
+    H = dH.shape[FEATURES]
+    return stack_gates([dA_rec[..., : 2 * H, :], dH * f_h]), dA_rec
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
@@ -213,9 +214,9 @@ def lstm_backward_factors(states_prev: State, states: State, caches: tuple) -> t
     """``(k, f, p)``: ``dc = dc_next + dh k`` (L6'), ``dc_prev = dc f`` (L5') (T, H, B), and
     ``da = [dc dc dh dc] p`` (T, 4H, B) (L5', L6', L1'-L4')."""
     (_, c_prev), (_, c_next), (gates,) = states_prev, states, caches
-    i, f, o, c_tilde = jnp.split(gates, 4, axis=GATES)
+    i, f, o, c_tilde = jnp.split(gates, 4, axis=FEATURES)
     tanh_c = jnp.tanh(c_next)
-    p = _stack(
+    p = stack_gates(
         [
             c_tilde * sigmoid_grad(i),  # da_i = dc * c_tilde * i (1 - i)
             c_prev * sigmoid_grad(f),  # da_f = dc * c_prev * f (1 - f)
@@ -230,5 +231,5 @@ def lstm_step_backward(W_h: Array, dstate_next: State, factors_t: tuple) -> tupl
     """(L6', L5', L1'-L4'): hands out ``(da,)`` (4H, B), the gates' pre-activations' gradient."""
     (dh, dc_next), (k, f, p) = dstate_next, factors_t
     dc = dc_next + dh * k  # (L6') both paths into c_next
-    da = _stack([dc, dc, dh, dc]) * p  # (L5', L6', L1'-L4')
+    da = stack_gates([dc, dc, dh, dc]) * p  # (L5', L6', L1'-L4')
     return (W_h @ da, dc * f), (da,)

@@ -13,11 +13,11 @@ h``; lstm ``i, f, o, c``), so that a step costs one product instead of G::
 rows: a state is (H, B), a step's gates (G*H, B), a whole sequence (T, K, B). A step's product
 is then ``W_h^T h`` (G*H, H) x (H, B), which XLA's CPU backend runs a quarter to a third faster
 than ``h W_h`` (B, H) x (H, G*H) (``python -m experiments.bench_probes recurrent``,
-docs/performance.md), and a gate is a block of rows (axis -2, :data:`GATES`). The equations
-below are written in the book's rows; :func:`rnn_jax.models.scan_recurrence` turns its inputs
-and outputs between the two layouts.
+docs/performance.md), and a gate is a block of rows (axis -2, :data:`FEATURES`). The equations
+below are written in the book's rows; :func:`rnn_jax.models.apply` keeps every sequence in the
+cells' layout, as columns (K, T, B), and turns only its interface into rows.
 
-The input part of every gate, ``A_x = X W_x + b`` (T, B, G*H), is computed for all steps at once
+The input part of every gate, ``A_x = X W_x + b`` (N, G*H), is computed for all steps at once
 outside the recurrence (I1, I2); a step adds the recurrent part and applies the nonlinearities:
 
     rnn          H_t = tanh(A_x + H_{t-1} W_hh)                                       (R1)
@@ -64,15 +64,11 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
-GATES = -2  # the axis of the features (and of the stacked gates) in a state, a step, a sequence
+FEATURES = g.FEATURES  # the axis of the features, and of the stacked gates: -2
 
 
 def _split(a: Array, parts: int) -> list[Array]:
-    return jnp.split(a, parts, axis=GATES)
-
-
-def _stack(parts: list[Array]) -> Array:
-    return jnp.concatenate(parts, axis=GATES)
+    return jnp.split(a, parts, axis=FEATURES)
 
 
 # --- vanilla RNN -------------------------------------------------------------------------------
@@ -116,12 +112,12 @@ def gru_before_step_forward(
     """
     W_hzr_T, W_hh_T = W_h_T
     (h_prev,) = state_prev
-    H = h_prev.shape[GATES]
+    H = h_prev.shape[FEATURES]
     zr = jax.nn.sigmoid(a_x[: 2 * H] + W_hzr_T @ h_prev)  # (G1, G2) in one product
     r = zr[H:]
     h_tilde = jnp.tanh(a_x[2 * H :] + W_hh_T @ (r * h_prev))  # (G3b)
     h_next = _gru_output(zr[:H], h_prev, h_tilde)
-    return (h_next,), (_stack([zr, h_tilde]),)
+    return (h_next,), (g.stack_gates([zr, h_tilde]),)
 
 
 def gru_after_step_forward(W_h_T: Array, state_prev: State, a_x: Array) -> tuple[State, tuple]:
@@ -137,13 +133,13 @@ def gru_after_step_forward(W_h_T: Array, state_prev: State, a_x: Array) -> tuple
         h_tilde]``, hW (H, B) = ``h_prev W_hh``.
     """
     (h_prev,) = state_prev
-    H = h_prev.shape[GATES]
+    H = h_prev.shape[FEATURES]
     hW_all = W_h_T @ h_prev  # (3H, B): the three recurrent products in one
     hW = hW_all[2 * H :]  # h_prev W_hh
     zr = jax.nn.sigmoid(a_x[: 2 * H] + hW_all[: 2 * H])  # (G1, G2)
     h_tilde = jnp.tanh(a_x[2 * H :] + zr[H:] * hW)  # (G3a)
     h_next = _gru_output(zr[:H], h_prev, h_tilde)
-    return (h_next,), (_stack([zr, h_tilde]), hW)
+    return (h_next,), (g.stack_gates([zr, h_tilde]), hW)
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
@@ -162,9 +158,9 @@ def lstm_step_forward(W_h_T: Array, state_prev: State, a_x: Array) -> tuple[Stat
         ``[i ; f ; o ; c_tilde]``.
     """
     h_prev, c_prev = state_prev
-    H = h_prev.shape[GATES]
+    H = h_prev.shape[FEATURES]
     a = a_x + W_h_T @ h_prev  # (4H, B): the four gates in one product
-    gates = _stack([jax.nn.sigmoid(a[: 3 * H]), jnp.tanh(a[3 * H :])])  # (L1-L4): i, f, o | c~
+    gates = g.stack_gates([jax.nn.sigmoid(a[: 3 * H]), jnp.tanh(a[3 * H :])])  # (L1-L4)
     i, f, o, c_tilde = _split(gates, 4)
     c_next = f * c_prev + i * c_tilde  # (L5)
     h_next = o * jnp.tanh(c_next)  # (L6)
