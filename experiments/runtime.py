@@ -1,5 +1,6 @@
-"""Process-wide settings of a command: how many threads compute, JAX's compilation cache, and
-whether the machine has the memory a run needs (:func:`check_memory`).
+"""Process-wide settings of a command: how many threads compute, JAX's compilation cache, XLA's
+compiler flags, glibc's allocator, and whether the machine has the memory a run needs
+(:func:`check_memory`).
 
 Every command calls :func:`configure` right after parsing its flags (:func:`add_flags`), before
 NumPy's BLAS, PyTorch or JAX have run anything:

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpy_ref.spec import ModelSpec, Params, State
-from rnn_jax.cell_grads import materialized
+from rnn_jax.cell_grads import transposed
 from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
 
 Array = jax.Array
@@ -196,7 +196,7 @@ def _product(X: Array, W: Array, b: Array) -> Array:
     left operand is a transpose is the slow one, ``cell_grads.materialized``). The bias is added
     where the recurrence turns the columns into steps, in the same pass."""
     D, *rest = X.shape
-    return (materialized(W.T) @ X.reshape(D, -1)).reshape(-1, *rest) + b[:, None, None]
+    return (transposed(W) @ X.reshape(D, -1)).reshape(-1, *rest) + b[:, None, None]
 
 
 @jax.custom_vjp
