@@ -7,7 +7,8 @@ the first step, for JAX and PyTorch alike.
 
 - ``numpy``: numpy_ref's ``loss_and_grads`` + ``clip_by_global_norm`` + ``sgd`` (CPU only);
 - ``jax-bptt`` / ``jax-autodiff``: ``rnn_jax.make_train_step`` (one jit region, donated buffers)
-  with the hand-written backward or with ``jax.grad`` through the scan;
+  with the hand-written backward or with ``jax.grad`` through the scan, on the parameters packed
+  as ``rnn_jax.train_epoch`` trains them (``rnn_jax.training.pack``);
 - ``torch``: the book's concise model, ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM`` on one-hot inputs, a
   ``Linear`` output, ``CrossEntropyLoss``, ``clip_grad_norm_``, ``torch.optim.SGD`` (on a GPU,
   PyTorch runs these layers with cuDNN; on this CPU, with oneDNN's fused RNN);
@@ -53,9 +54,10 @@ def jax_step(
     import jax
 
     import rnn_jax
+    from rnn_jax.training import pack
 
     init_opt_state, train_step = rnn_jax.make_train_step(spec, LR, THETA, grad_mode)
-    params = rnn_jax.to_jax(init_params(spec, 0), device)
+    params = pack(spec, init_params(spec, 0), rnn_jax.get_device(device))  # as train_epoch does
     where = rnn_jax.device_of(params)
     carry = [params, init_opt_state(params)]
     state = rnn_jax.begin_state(spec, BATCH, device=where)

@@ -3,7 +3,7 @@
 Letters: B batch, H hidden, G gates of the kind, T steps, N = T*B rows of a whole sequence.
 Equation numbers are docs/bptt.md's; the forward steps and the gate layout are in
 :mod:`rnn_jax.cells`, features-major like them: a state (H, B), a step's gates (G*H, B), every
-step's (T, G*H, B); the equations are written in the book's rows.
+step's (G*H, T, B); the equations are written in the book's rows.
 
 A step's backward is linear in the gradient that reaches its output state: the nonlinearities
 enter only through their derivatives at the forward's values (``tanh' = 1 - tanh^2``, ``sigmoid' =
@@ -13,7 +13,7 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
 (docs/performance.md measures the difference). Per cell:
 
 - ``backward_factors(states_prev, states, caches) -> factors``: every step's factors, a tuple of
-  (T, K, B) arrays; ``states_prev``, ``states``: tuples of (T, H, B), the state before and after
+  (K, T, B) arrays; ``states_prev``, ``states``: tuples of (H, T, B), the state before and after
   every step; ``caches``: the forward steps' caches, stacked over T.
 - ``step_backward(W, dstate_next, factors_t) -> (dstate_prev, dstep)``: one step of the reverse
   scan. ``dstate_next`` is the gradient reaching ``state_next`` by every path (``dh_next`` the
@@ -21,7 +21,7 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
   what the inputs' gradients follow from elementwise: ``(da,)`` for rnn and lstm, ``(dh,)`` for
   the "after" GRU, ``(dh, drh)`` for the "before" GRU.
 - ``input_grads(dsteps, factors) -> (dA_x, dA_rec)``: for all steps at once, the gradient of
-  ``a_x`` (T, G*H, B), to (I1') or (I2'), and that of the recurrent product's output (the same
+  ``a_x`` (G*H, T, B), to (I1') or (I2'), and that of the recurrent product's output (the same
   array but for the "after" GRU, whose candidate product is gated by R), for (B2).
 - ``weight_grad(H_prev_all, caches, dA_rec) -> dW_h`` (H, G*H): (B2) as one product over all N
   rows instead of a sum of T products.
@@ -39,13 +39,12 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
-FEATURES = -2  # the axis of the features in a state, a step, a sequence (rnn_jax.cells)
+FEATURES = 0  # the axis of the features in a state, a step, a sequence (rnn_jax.cells)
 
 
 def columns(a: Array) -> Array:
-    """(T, K, B) -> (K, N) written out (:func:`materialized`), column ``t*B + b``: every step's
-    columns as one matrix. The transpose moves whole runs of B numbers."""
-    return materialized(jnp.moveaxis(a, FEATURES, 0).reshape(a.shape[FEATURES], -1))
+    """(K, T, B) -> (K, N), column ``t*B + b``: every step's columns as one matrix (a view)."""
+    return a.reshape(a.shape[FEATURES], -1)
 
 
 def sigmoid_grad(s: Array) -> Array:
@@ -88,18 +87,18 @@ def split_zr_h_transposed(W_h: Array) -> tuple[Array, Array]:
 
 
 def _tile(a: Array, parts: int) -> Array:
-    """(..., H, B) -> (..., parts*H, B): ``a`` stacked ``parts`` times along the features."""
+    """(H, ...) -> (parts*H, ...): ``a`` stacked ``parts`` times along the features."""
     return jnp.concatenate([a] * parts, axis=FEATURES)
 
 
 def stack_gates(parts: list[Array]) -> Array:
-    """Gates (or their gradients) stacked along the features: (..., H, B) each -> (..., k*H, B)."""
+    """Gates (or their gradients) stacked along the features: (H, ...) each -> (k*H, ...)."""
     return jnp.concatenate(parts, axis=FEATURES)
 
 
 def weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
-    """(B2) ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, G*H), from (T, H, B) and
-    (T, G*H, B): (H, N) x (G*H, N)^T."""
+    """(B2) ``dW_h = sum_t h_{t-1}^T da_rec_t`` as one product, (H, G*H), from (H, T, B) and
+    (G*H, T, B): (H, N) x (G*H, N)^T."""
     return columns(H_prev_all) @ columns(dA_rec).T
 
 
@@ -107,7 +106,7 @@ def weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> Array:
 
 
 def rnn_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple[Array]:
-    """``(1 - H_t^2,)`` (T, H, B): tanh' at every step (R1')."""
+    """``(1 - H_t^2,)`` (H, T, B): tanh' at every step (R1')."""
     return (tanh_grad(states[0]),)
 
 
@@ -136,7 +135,7 @@ def _gru_common_factors(gates: Array, h_prev: Array) -> tuple[Array, Array, Arra
 
 
 def gru_before_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(z, r, f_z, f_h, g_r)`` (T, H, B) each: ``da_z = dh f_z``, ``da_h = dh f_h``, ``da_r =
+    """``(z, r, f_z, f_h, g_r)`` (H, T, B) each: ``da_z = dh f_z``, ``da_h = dh f_h``, ``da_r =
     drh g_r`` with ``drh = da_h W_hh^T`` (G3b', G2')."""
     (h_prev,), (gates,) = states_prev, caches
     z, r, f_z, f_h = _gru_common_factors(gates, h_prev)
@@ -157,7 +156,7 @@ def gru_before_step_backward(
 
 
 def gru_before_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
-    """``[da_z | da_r | da_h]`` (T, 3H, B), both the input's and the products' gradient."""
+    """``[da_z | da_r | da_h]`` (3H, T, B), both the input's and the products' gradient."""
     (dH, dRH), (_, _, f_z, f_h, g_r) = dsteps, factors
     dA = stack_gates([dH * f_z, dRH * g_r, dH * f_h])
     return dA, dA
@@ -167,24 +166,24 @@ def gru_before_weight_grad(H_prev_all: Array, caches: tuple, dA_rec: Array) -> A
     """(B2) for the "before" GRU: ``W_hz, W_hr`` read ``h_prev``, ``W_hh`` reads ``r * h_prev``.
 
     Args:
-        H_prev_all: (T, H, B), ``h_prev`` of every step.
-        caches: ``(gates,)``, gates (T, 3H, B).
-        dA_rec: (T, 3H, B).
+        H_prev_all: (H, T, B), ``h_prev`` of every step.
+        caches: ``(gates,)``, gates (3H, T, B).
+        dA_rec: (3H, T, B).
 
     Returns:
         (H, 3H), ``[dW_hz | dW_hr | dW_hh]``.
     """
     (gates,) = caches
     H = H_prev_all.shape[FEATURES]
-    dW_hzr = columns(H_prev_all) @ columns(dA_rec[..., : 2 * H, :]).T
-    rh = gates[..., H : 2 * H, :] * H_prev_all  # the input of W_hh is r * h_prev
-    dW_hh = columns(rh) @ columns(dA_rec[..., 2 * H :, :]).T
+    dW_hzr = columns(H_prev_all) @ columns(dA_rec[: 2 * H]).T
+    rh = gates[H : 2 * H] * H_prev_all  # the input of W_hh is r * h_prev
+    dW_hh = columns(rh) @ columns(dA_rec[2 * H :]).T
     return jnp.concatenate([dW_hzr, dW_hh], axis=-1)
 
 
 def gru_after_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(z, f_h, f_rec)``: ``da_h = dh f_h`` (T, H, B) and ``da_rec = [dh dh dh] f_rec``
-    (T, 3H, B), the gradient of ``h_prev W_h``: ``[da_z | da_r | r da_h]`` (G3a', G2', G1')."""
+    """``(z, f_h, f_rec)``: ``da_h = dh f_h`` (H, T, B) and ``da_rec = [dh dh dh] f_rec``
+    (3H, T, B), the gradient of ``h_prev W_h``: ``[da_z | da_r | r da_h]`` (G3a', G2', G1')."""
     (h_prev,), (gates, hW) = states_prev, caches
     z, r, f_z, f_h = _gru_common_factors(gates, h_prev)
     f_rec = stack_gates([f_z, f_h * hW * sigmoid_grad(r), f_h * r])
@@ -200,19 +199,19 @@ def gru_after_step_backward(W_h: Array, dstate_next: State, factors_t: tuple) ->
 
 
 def gru_after_input_grads(dsteps: tuple, factors: tuple) -> tuple[Array, Array]:
-    """``da_x = [da_z | da_r | da_h]`` and ``da_rec = [da_z | da_r | r da_h]`` (T, 3H, B)."""
+    """``da_x = [da_z | da_r | da_h]`` and ``da_rec = [da_z | da_r | r da_h]`` (3H, T, B)."""
     (dH,), (_, f_h, f_rec) = dsteps, factors
     dA_rec = _tile(dH, 3) * f_rec
     H = dH.shape[FEATURES]
-    return stack_gates([dA_rec[..., : 2 * H, :], dH * f_h]), dA_rec
+    return stack_gates([dA_rec[: 2 * H], dH * f_h]), dA_rec
 
 
 # --- LSTM ----------------------------------------------------------------------------------------
 
 
 def lstm_backward_factors(states_prev: State, states: State, caches: tuple) -> tuple:
-    """``(k, f, p)``: ``dc = dc_next + dh k`` (L6'), ``dc_prev = dc f`` (L5') (T, H, B), and
-    ``da = [dc dc dh dc] p`` (T, 4H, B) (L5', L6', L1'-L4')."""
+    """``(k, f, p)``: ``dc = dc_next + dh k`` (L6'), ``dc_prev = dc f`` (L5') (H, T, B), and
+    ``da = [dc dc dh dc] p`` (4H, T, B) (L5', L6', L1'-L4')."""
     (_, c_prev), (_, c_next), (gates,) = states_prev, states, caches
     i, f, o, c_tilde = jnp.split(gates, 4, axis=FEATURES)
     tanh_c = jnp.tanh(c_next)

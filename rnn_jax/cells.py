@@ -10,10 +10,10 @@ h``; lstm ``i, f, o, c``), so that a step costs one product instead of G::
     W_x (D, G*H) = [W_x{g} for g in gates],   W_h (H, G*H) = [W_h{g} ...],   b (G*H,) = [b_{g} ...]
 
 **Features-major.** Inside the recurrence every array is kept transposed against the book's
-rows: a state is (H, B), a step's gates (G*H, B), a whole sequence (T, K, B). A step's product
+rows: a state is (H, B), a step's gates (G*H, B), a whole sequence (K, T, B). A step's product
 is then ``W_h^T h`` (G*H, H) x (H, B), which XLA's CPU backend runs a quarter to a third faster
 than ``h W_h`` (B, H) x (H, G*H) (``python -m experiments.bench_probes recurrent``,
-docs/performance.md), and a gate is a block of rows (axis -2, :data:`FEATURES`). The equations
+docs/performance.md), and a gate is a block of rows (axis 0, :data:`FEATURES`). The equations
 below are written in the book's rows; :func:`rnn_jax.models.apply` keeps every sequence in the
 cells' layout, as columns (K, T, B), and turns only its interface into rows.
 
@@ -230,11 +230,14 @@ def stack_layer(spec: ModelSpec, layer: dict[str, Array]) -> tuple[Array, Array,
 
     Args:
         spec: the model.
-        layer: the shared dict of one layer, ``W_x{g}`` (D, H), ``W_h{g}`` (H, H), ``b_{g}`` (H,).
+        layer: the shared dict of one layer, ``W_x{g}`` (D, H), ``W_h{g}`` (H, H), ``b_{g}`` (H,),
+            or a packed one (``rnn_jax.training.pack``), ``W_x``, ``W_h``, ``b`` already stacked.
 
     Returns:
         ``(W_x (D, G*H), W_h (H, G*H), b (G*H,))``; with G = 1 the arrays themselves.
     """
+    if "W_x" in layer:  # packed
+        return layer["W_x"], layer["W_h"], layer["b"]
 
     def stack(prefix: str) -> Array:
         parts = [layer[f"{prefix}{g}"] for g in spec.gates]

@@ -1,4 +1,4 @@
-"""The language model in JAX: embedding gather, ``lax.scan`` recurrence, output layer, loss.
+"""The language model in JAX: embedding gather, a scan over time per layer, output layer, loss.
 
 Letters: B batch, T steps, V vocabulary, D layer input (V for layer 0, H above), H hidden,
 L layers, G gates of the kind, N = T*B.
@@ -9,25 +9,26 @@ For every layer ``l`` (a Python loop over layers, one scan over time each)::
     A_x = H^(l-1) W_x + b              layers above: one product over all N rows
     H^(l), state_l = recurrence(A_x, W_h, state_l)       lax.scan over T, see rnn_jax.cells
     logits = H^(L-1) W_hq + b_q        one product, time-major (T, B, V)
-    loss = mean over the N positions of -log softmax(logits)[Y]
+    loss = mean over the N positions of -log softmax(logits)[Y]     rnn_jax.layers
 
 **Layout.** The equations are the book's, in rows; the arrays are their transposes, features-major
 like the cells' (:mod:`rnn_jax.cells`): a sequence is kept as columns, (K, T, B), whose (K, N)
 view has column ``t*B + b`` where the book's (N, K) has row ``t*B + b``, so every product is
 ``W^T`` (K, D) times a (D, N) matrix, ``A_x^T = W_x^T H^T`` (the form XLA's CPU backend runs
-fastest, docs/performance.md). The scan takes the steps as (T, K, B), a transpose that moves
-whole runs of B numbers. Only the interface is in rows: ``X``, ``Y`` (B, T), logits (T, B, V),
-states (L, B, H).
+fastest, docs/performance.md). The scans read and write a step's columns in place
+(:func:`scan_columns`), so no sequence is ever transposed. Only the interface is in rows: ``X``,
+``Y`` (B, T), logits (T, B, V), states (L, B, H).
 
 Gradients come one of two ways (``grad_mode``):
 
 - ``"autodiff"``: ``jax.value_and_grad`` through everything, the scan included;
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
   project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
-  step at once from the activations the forward scan saved, a reverse ``lax.scan`` of the cells'
+  step at once from the activations the forward scan saved, a reverse scan of the cells'
   lean ``step_backward`` over them, then the inputs' gradients of every step at once and the
-  recurrent weights' gradient as one product over all N rows. The gather, the input and output
-  products and the loss are differentiated by JAX either way.
+  recurrent weights' gradient as one product over all N rows; and the layers around it, the
+  input layer, the dense ones and the loss, with their backward by hand too
+  (:mod:`rnn_jax.layers`: what XLA runs fastest and compiles into the fewest kernels).
 
 All functions are pure; ``forward`` and ``loss_and_grads`` are ``jit``-compiled per (spec, shapes).
 """
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from numpy_ref.spec import ModelSpec, Params, State
-from rnn_jax.cell_grads import transposed
+from rnn_jax import layers
 from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
 
 Array = jax.Array
@@ -58,24 +59,42 @@ def check_grad_mode(grad_mode: str) -> str:
 # --- the recurrence, two ways ---------------------------------------------------------------------
 
 
-def _steps(a: Array) -> Array:
-    """(K, T, B) <-> (T, K, B): a sequence's columns to the scan's steps and back. The transpose
-    moves whole runs of B numbers."""
-    return jnp.swapaxes(a, 0, 1)
+def _at(a: Array, t: Array) -> Array:
+    return lax.dynamic_index_in_dim(a, t, axis=1, keepdims=False)
+
+
+def scan_columns(body: Any, carry: Any, xs: Any, reverse: bool = False) -> tuple[Any, Any]:
+    """``lax.scan`` over the time axis of sequences kept as columns: ``xs`` a tuple of (K, T, B)
+    arrays, ``body(carry, xs_t) -> (carry, ys_t)`` on their (K, B) steps; returns ``(carry,
+    ys)``, ys a tuple of (K, T, B). A step reads its columns and writes its output's in place
+    (a dynamic slice, a dynamic update of the carried buffer), so no sequence is transposed to
+    (T, K, B) for the scan and back (docs/performance.md)."""
+    T = xs[0].shape[1]
+    _, ys_t = jax.eval_shape(body, carry, tuple(_at(x, 0) for x in xs))
+    ys = jax.tree.map(lambda y: jnp.zeros((y.shape[0], T, *y.shape[1:]), y.dtype), ys_t)
+
+    def step(i, loop):
+        carry, ys = loop
+        t = T - 1 - i if reverse else i
+        carry, ys_t = body(carry, tuple(_at(x, t) for x in xs))
+        write = lambda y, y_t: lax.dynamic_update_index_in_dim(y, y_t, t, axis=1)  # noqa: E731
+        return carry, jax.tree.map(write, ys, ys_t)
+
+    return lax.fori_loop(0, T, step, (carry, ys))
 
 
 def _forward_scan(
     cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
 ) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple]:
     """The forward scan: A_x (G*H, T, B), state0 of (H, B) arrays -> the last state, every
-    step's state (T, H, B) and every step's cache."""
+    step's state (H, T, B) and every step's cache."""
     W = cell.forward_weights(W_h)
 
-    def body(state, a_x):
-        state, cache = cell.step_forward(W, state, a_x)
+    def body(state, inputs):
+        state, cache = cell.step_forward(W, state, *inputs)
         return state, (state, cache)
 
-    state_T, (states, caches) = lax.scan(body, state0, _steps(A_x))
+    state_T, (states, caches) = scan_columns(body, state0, (A_x,))
     return state_T, states, caches
 
 
@@ -97,12 +116,13 @@ def scan_recurrence(
         each.
     """
     state_T, states, _ = _forward_scan(cell, A_x, W_h, state0)
-    return _steps(states[0]), state_T
+    return states[0], state_T
 
 
 def _shift(state0: tuple[Array, ...], states: tuple[Array, ...]) -> tuple[Array, ...]:
-    """The state before every step: (T, H, B) arrays, the initial state in front."""
-    return tuple(jnp.concatenate([s[None], c[:-1]]) for s, c in zip(state0, states, strict=True))
+    """The state before every step: (H, T, B) arrays, the initial state in front."""
+    pairs = zip(state0, states, strict=True)
+    return tuple(jnp.concatenate([s[:, None], c[:, :-1]], axis=1) for s, c in pairs)
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
@@ -114,7 +134,7 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
 
     def recurrence_fwd(A_x, W_h, state0):
         state_T, states, caches = _forward_scan(cell, A_x, W_h, state0)
-        return (_steps(states[0]), state_T), (W_h, state0, states, caches)
+        return (states[0], state_T), (W_h, state0, states, caches)
 
     def recurrence_bwd(residuals, cotangents):
         W_h, state0, states, caches = residuals
@@ -124,14 +144,14 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
         factors = cell.backward_factors(states_prev, states, caches)  # every step's, at once
 
         def body(dstate, inputs):
-            dh_above, factors_t = inputs
+            dh_above, *factors_t = inputs
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
-            return cell.step_backward(W_back, (dh_next, *dstate[1:]), factors_t)
+            return cell.step_backward(W_back, (dh_next, *dstate[1:]), tuple(factors_t))
 
-        dstate0, dsteps = lax.scan(body, tuple(dstate_T), (_steps(dH_above), factors), reverse=True)
+        dstate0, dsteps = scan_columns(body, tuple(dstate_T), (dH_above, *factors), reverse=True)
         dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
-        return _steps(dA_x), dW_h, dstate0
+        return dA_x, dW_h, dstate0
 
     recurrence.defvjp(recurrence_fwd, recurrence_bwd)
     return recurrence
@@ -155,25 +175,30 @@ def apply(
 ) -> tuple[Array, State]:
     """The un-jitted forward pass, for other jit regions: ``(logits (T, B, V), state)``.
 
-    Inside, a sequence is kept as columns, (K, T, B), the cells' features-major layout
-    (:mod:`rnn_jax.cells`): every product is ``W^T`` times a (K, N) matrix.
-
     Args:
         spec: the model.
-        params: the shared parameter dict of JAX arrays.
+        params: the shared parameter dict of JAX arrays (or ``rnn_jax.training.pack``'s form).
         X: (B, T) int token indices.
         state: tuple of ``spec.num_states`` arrays (L, B, H).
-        grad_mode: which recurrence a gradient of it goes through (``GRAD_MODES``).
+        grad_mode: which recurrence and layers a gradient of it goes through (``GRAD_MODES``).
     """
+    logits, state = _apply_columns(spec, params, X, state, grad_mode)
+    return jnp.transpose(logits, (1, 2, 0)), state
+
+
+def _apply_columns(
+    spec: ModelSpec, params: Params, X: Array, state: State, grad_mode: str
+) -> tuple[Array, State]:
+    """:func:`apply` with the logits as columns, (V, T, B) (the module docstring's layout)."""
     recurrence = _recurrence(spec, grad_mode)
     fast = grad_mode == "bptt"  # the plain reference stays plain: grad_mode="autodiff"
-    linear = dense if fast else _dense
+    linear = layers.dense if fast else layers.dense_plain
     H_all = None
     last_states = []
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
         if layer_index == 0:
-            gather = gather_columns if fast else _gather_columns
+            gather = layers.gather_columns if fast else layers.gather_columns_plain
             A_x = gather(W_x, b, X.T)  # (G*H, T, B): row X[b, t] of W_x plus b, as a column
         else:
             A_x = linear(H_all, W_x, b)  # (G*H, T, B)
@@ -181,85 +206,16 @@ def apply(
         H_all, state_l = recurrence(A_x, W_h, state0)
         last_states.append(state_l)
     new_state = tuple(jnp.stack([s[k].T for s in last_states]) for k in range(spec.num_states))
-    logits = linear(H_all, params["W_hq"], params["b_q"])  # (V, T, B)
-    return jnp.transpose(logits, (1, 2, 0)), new_state
-
-
-def _gather_columns(W_x: Array, b: Array, tokens: Array) -> Array:
-    """``(W_x + b)[tokens]`` as columns: W_x (V, K), b (K,), tokens int (T, B) -> (K, T, B); the
-    same as the book's one-hot product ``onehot(tokens) W_x + b``."""
-    return jnp.moveaxis((W_x + b)[tokens], -1, 0)
-
-
-def _product(X: Array, W: Array, b: Array) -> Array:
-    """``W^T X + b``: X (D, T, B) -> (K, T, B), with ``W^T`` written out first (a product whose
-    left operand is a transpose is the slow one, ``cell_grads.materialized``). The bias is added
-    where the recurrence turns the columns into steps, in the same pass."""
-    D, *rest = X.shape
-    return (transposed(W) @ X.reshape(D, -1)).reshape(-1, *rest) + b[:, None, None]
-
-
-@jax.custom_vjp
-def gather_columns(W_x: Array, b: Array, tokens: Array) -> Array:
-    """:func:`_gather_columns` as the book's one-hot product (:func:`_product`): on the CPU, XLA
-    fuses the stacking of the gates' arrays into a gather and runs it element by element. The
-    backward (I1') adds each column's gradient into the row of its token (the one-hot product
-    again), and sums them for ``b``."""
-    return _product(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype, axis=0), W_x, b)
-
-
-def _gather_columns_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
-    return gather_columns(W_x, b, tokens), (tokens, W_x.shape[0])
-
-
-def _gather_columns_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
-    tokens, V = residuals
-    columns = dA.reshape(dA.shape[0], -1)  # (K, N)
-    onehot = jax.nn.one_hot(tokens.reshape(-1), V, dtype=dA.dtype, axis=0)  # (V, N)
-    return onehot @ columns.T, columns.sum(axis=1), None
-
-
-gather_columns.defvjp(_gather_columns_fwd, _gather_columns_bwd)
-
-
-def _dense(X: Array, W: Array, b: Array) -> Array:
-    """``W^T X + b``: X (D, T, B), W (D, K), b (K,) -> (K, T, B), the columns of ``X W + b``."""
-    return jnp.einsum("dk,dtb->ktb", W, X) + b[:, None, None]
-
-
-@jax.custom_vjp
-def dense(X: Array, W: Array, b: Array) -> Array:
-    """:func:`_dense` as one product (:func:`_product`), with the backward (I2', O1') as two
-    products that XLA's CPU backend runs in YNNPACK: ``dX = W dY`` and ``dW = X dY^T``."""
-    return _product(X, W, b)
-
-
-def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
-    return dense(X, W, b), (X, W)
-
-
-def _dense_bwd(residuals: tuple[Array, Array], dY: Array) -> tuple[Array, Array, Array]:
-    X, W = residuals
-    X_cols, dY_cols = X.reshape(X.shape[0], -1), dY.reshape(dY.shape[0], -1)
-    return (W @ dY_cols).reshape(X.shape), X_cols @ dY_cols.T, dY_cols.sum(axis=1)
-
-
-dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-def _mean_cross_entropy(logits: Array, Y: Array) -> Array:
-    """Mean of ``-log softmax(logits)[Y]``: logits (T, B, V), Y (B, T) int."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, Y.T[..., None], axis=-1)  # (T, B, 1)
-    return -jnp.mean(picked)
+    return linear(H_all, params["W_hq"], params["b_q"]), new_state  # (V, T, B)
 
 
 def mean_loss(
     params: Params, spec: ModelSpec, X: Array, Y: Array, state: State, grad_mode: str
 ) -> tuple[Array, State]:
     """The un-jitted mean cross-entropy over the B*T positions: ``(loss (), state)``."""
-    logits, state = apply(spec, params, X, state, grad_mode)
-    return _mean_cross_entropy(logits, Y), state
+    logits, state = _apply_columns(spec, params, X, state, grad_mode)
+    loss = layers.cross_entropy if grad_mode == "bptt" else layers.cross_entropy_plain
+    return loss(logits, Y.T), state
 
 
 def loss_and_grads_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Any:

@@ -13,6 +13,13 @@ so that XLA updates them in place.
 The epoch loop itself (state carried or reset, ``loss * n`` accumulated on the device, perplexity
 and tokens/s) is ``numpy_ref.loops.run_epoch``; batches come from ``numpy_ref``'s loaders and are
 put on the parameters' device.
+
+**The packed form.** An epoch trains the parameters :func:`pack`-ed: each layer's per-gate arrays
+side by side, 3 arrays a layer instead of 3 per gate, so that the step computes each layer's
+gradient as 3 arrays, clips and updates them as 3 (not 12 for the LSTM, each its own XLA kernel
+to compile and to run), and never slices them per gate; the model takes either form
+(``rnn_jax.cells.stack_layer``). Packing is exact, and the epoch hands back the shared dict
+(:func:`unpack`). Only the gradient norm's sum is in another order: the same to rounding.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from functools import lru_cache
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
+from numpy_ref import cells as np_cells
 from numpy_ref import loops
+from numpy_ref import models as np_models
 from numpy_ref.loops import Batch, EpochStats
 from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size, param_dtype
 from rnn_jax.device import device_of, to_jax
@@ -34,6 +44,29 @@ from rnn_jax.spec import begin_state
 TrainStep = Callable[
     [Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State, jax.Array]
 ]
+
+
+PACKED = ("W_x", "W_h", "b")  # a packed layer's keys
+
+
+def pack(spec: ModelSpec, params: Params, device: Any = None) -> Params:
+    """The training step's form of ``params``: each layer's gates side by side, ``{"W_x" (D, G*H),
+    "W_h" (H, G*H), "b" (G*H,)}`` (``numpy_ref.models.stack_layer``); ``W_hq``, ``b_q`` as they
+    are. JAX arrays in new buffers on ``device`` (default: where ``params`` are), safe to donate.
+    Stacked on the host: nothing to compile."""
+    cell = np_cells.cell_for(spec)
+    host = jax.tree.map(np.asarray, params)
+    layers = [dict(zip(PACKED, np_models.stack_layer(cell, layer), strict=True))
+              for layer in host["layers"]]  # fmt: skip
+    return to_jax({**host, "layers": layers}, device or device_of(params))
+
+
+def unpack(spec: ModelSpec, packed: Params) -> Params:
+    """The shared parameter dict of :func:`pack`'s form, on the same device, in parameter order."""
+    cell = np_cells.cell_for(spec)
+    host = jax.tree.map(np.asarray, packed)
+    layers = [np_models.unstack_layer(cell, *(lay[k] for k in PACKED)) for lay in host["layers"]]
+    return to_jax({**host, "layers": layers}, device_of(packed))
 
 
 def train_step_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Callable[..., Any]:
@@ -79,7 +112,8 @@ def make_train_step(
         ``(init_opt_state, step)``: ``init_opt_state(params) -> opt_state``;
         ``step(params, opt_state, X (B, T), Y (B, T), state) -> (params, opt_state, loss (),
         state, grad_norm ())``, ``grad_norm`` the global norm before clipping. ``params`` and
-        ``opt_state`` are donated: do not use them after the call.
+        ``opt_state`` are donated: do not use them after the call. ``params`` in either form,
+        the shared dict or :func:`pack`'s (fewer kernels: what :func:`train_epoch` uses).
         Cached: the same arguments give the same (already compiled) functions.
     """
     loops.check_rates(lr, theta)
@@ -124,12 +158,13 @@ def train_epoch(
     """
     init_opt_state, train_step = make_train_step(spec, float(lr), float(theta), grad_mode)
     device = device_of(params)
-    params = to_jax(params, device)  # new buffers: the caller's survive the donation
+    packed = pack(spec, params, device)  # new buffers: the caller's survive the donation
 
     zero_state = _zero_state(spec, params, device)
     place = lambda X, Y: jax.device_put((X, Y), device)  # noqa: E731
-    return run_steps(train_step, params, init_opt_state(params), loader, zero_state,
-                     use_random_iter, place)  # fmt: skip
+    packed, stats = run_steps(train_step, packed, init_opt_state(packed), loader, zero_state,
+                              use_random_iter, place)  # fmt: skip
+    return unpack(spec, packed), stats
 
 
 def run_steps(
