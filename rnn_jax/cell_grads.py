@@ -27,6 +27,11 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
   rows instead of a sum of T products.
 - ``backward_weights(W_h)``: what ``step_backward`` takes instead of the stacked ``W_h`` (itself:
   ``dh_prev^T = W_h da^T``; the "before" GRU's two blocks), formed once before the scan.
+- ``da_over_factor`` (a flag in the table): ``step_backward`` hands out its last factor times
+  the gradient reaching the step, and nothing else in the step reads that factor (rnn, lstm),
+  so the reverse scan writes ``da`` over that factor's columns instead of into a new array of
+  zeros (``rnn_jax.models.scan_columns``). The GRUs hand out ``dh``, which the step reads
+  again for its other paths.
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ class Cell:
     weight_grad: Callable[[Array, tuple, Array], Array] = g.weight_grad
     forward_weights: Callable[[Array], Any] = g.transposed
     backward_weights: Callable[[Array], Any] = g.same
+    da_over_factor: bool = False  # step_backward hands out its last factor times dh_next alone
 
 
 CELLS = {
@@ -192,6 +193,7 @@ CELLS = {
         g.rnn_backward_factors,
         g.rnn_step_backward,
         g.same_input_grads,
+        da_over_factor=True,
     ),
     "gru_before": Cell(
         "gru_before",
@@ -216,6 +218,7 @@ CELLS = {
         g.lstm_backward_factors,
         g.lstm_step_backward,
         g.same_input_grads,
+        da_over_factor=True,
     ),
 }
 

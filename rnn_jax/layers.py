@@ -30,31 +30,32 @@ def gather_columns_plain(W_x: Array, b: Array, tokens: Array) -> Array:
     return jnp.moveaxis((W_x + b)[tokens], -1, 0)
 
 
-def _product(X: Array, W: Array, b: Array) -> Array:
-    """``W^T X + b``: X (D, T, B) -> (K, T, B), with ``W^T`` written out first (a product whose
-    left operand is a transpose is the slow one, ``cell_grads.materialized``)."""
+def _product(X: Array, W: Array) -> Array:
+    """``W^T X``: X (D, T, B) -> (K, T, B), with ``W^T`` written out first (a product whose left
+    operand is a transpose is the slow one, ``cell_grads.materialized``)."""
     D, *rest = X.shape
-    return (transposed(W) @ X.reshape(D, -1)).reshape(-1, *rest) + b[:, None, None]
+    return (transposed(W) @ X.reshape(D, -1)).reshape(-1, *rest)
+
+
+def _gather_columns_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array]]:
+    onehot = jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype, axis=0)  # (V, T, B)
+    return _product(onehot, W_x + b), (onehot,)
 
 
 @jax.custom_vjp
 def gather_columns(W_x: Array, b: Array, tokens: Array) -> Array:
-    """:func:`gather_columns_plain` as the book's one-hot product (:func:`_product`): on the
-    CPU, XLA fuses the stacking of the gates' arrays into a gather and runs it element by
-    element. The backward (I1') adds each column's gradient into the row of its token (the
-    one-hot product again), and sums them for ``b``."""
-    return _product(jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype, axis=0), W_x, b)
+    """:func:`gather_columns_plain` as the book's one-hot product ``(W_x + b)^T onehot``
+    (every column of ``onehot`` sums to 1, so the bias rides along exactly): on the CPU, XLA
+    fuses the stacking of the gates' arrays into a gather and runs it element by element. The
+    backward (I1') adds each column's gradient into the row of its token (the one-hot product
+    again), and sums them for ``b``."""
+    return _gather_columns_fwd(W_x, b, tokens)[0]
 
 
-def _gather_columns_fwd(W_x: Array, b: Array, tokens: Array) -> tuple[Array, tuple[Array, int]]:
-    return gather_columns(W_x, b, tokens), (tokens, W_x.shape[0])
-
-
-def _gather_columns_bwd(residuals: tuple[Array, int], dA: Array) -> tuple[Array, Array, None]:
-    tokens, V = residuals
+def _gather_columns_bwd(residuals: tuple[Array], dA: Array) -> tuple[Array, Array, None]:
+    (onehot,) = residuals
     columns = dA.reshape(dA.shape[0], -1)  # (K, N)
-    onehot = jax.nn.one_hot(tokens.reshape(-1), V, dtype=dA.dtype, axis=0)  # (V, N)
-    return onehot @ columns.T, columns.sum(axis=1), None
+    return onehot.reshape(onehot.shape[0], -1) @ columns.T, columns.sum(axis=1), None
 
 
 gather_columns.defvjp(_gather_columns_fwd, _gather_columns_bwd)
@@ -69,7 +70,7 @@ def dense_plain(X: Array, W: Array, b: Array) -> Array:
 def dense(X: Array, W: Array, b: Array) -> Array:
     """:func:`dense_plain` as one product (:func:`_product`), with the backward (I2', O1') as two
     products that XLA's CPU backend runs in YNNPACK: ``dX = W dY`` and ``dW = X dY^T``."""
-    return _product(X, W, b)
+    return _product(X, W) + b[:, None, None]
 
 
 def _dense_fwd(X: Array, W: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:

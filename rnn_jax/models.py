@@ -63,24 +63,45 @@ def _at(a: Array, t: Array) -> Array:
     return lax.dynamic_index_in_dim(a, t, axis=1, keepdims=False)
 
 
-def scan_columns(body: Any, carry: Any, xs: Any, reverse: bool = False) -> tuple[Any, Any]:
-    """``lax.scan`` over the time axis of sequences kept as columns: ``xs`` a tuple of (K, T, B)
-    arrays, ``body(carry, xs_t) -> (carry, ys_t)`` on their (K, B) steps; returns ``(carry,
-    ys)``, ys a tuple of (K, T, B). A step reads its columns and writes its output's in place
-    (a dynamic slice, a dynamic update of the carried buffer), so no sequence is transposed to
-    (T, K, B) for the scan and back (docs/performance.md)."""
+def scan_columns(
+    body: Any, carry: Any, xs: tuple, reverse: bool = False, writable: int = 0
+) -> tuple[Any, Any]:
+    """``lax.scan`` over the time axis of sequences kept as columns, in place.
+
+    ``xs`` is a tuple of (K, T, B) arrays, ``body(carry, xs_t) -> (carry, ys_t)`` works on their
+    (K, B) steps; returns ``(carry, ys)``, every array of ys (K, T, B). A step reads its columns
+    and writes its outputs' (a dynamic slice, a dynamic update of a carried buffer), so no
+    sequence is transposed to (T, K, B) for the scan and back. Each output is written over the
+    first of ``xs[writable:]`` with its shape not yet taken, whose step t the body has just
+    read, instead of into a new array of zeros (docs/performance.md has the figures). The
+    result is the same either way; it is faster where that input is needed neither after the
+    scan nor, within a step, by anything but the output written over it (else XLA copies it).
+    """
     T = xs[0].shape[1]
     _, ys_t = jax.eval_shape(body, carry, tuple(_at(x, 0) for x in xs))
-    ys = jax.tree.map(lambda y: jnp.zeros((y.shape[0], T, *y.shape[1:]), y.dtype), ys_t)
+    outputs, tree = jax.tree.flatten(ys_t)
+    buffers, free, where = list(xs), list(range(writable, len(xs))), []
+    for y in outputs:
+        shape = (y.shape[0], T, *y.shape[1:])
+        fits = [i for i in free if xs[i].shape == shape and xs[i].dtype == y.dtype]
+        if fits:
+            free.remove(fits[0])
+            where.append(fits[0])
+        else:
+            where.append(len(buffers))
+            buffers.append(jnp.zeros(shape, y.dtype))
 
     def step(i, loop):
-        carry, ys = loop
+        carry, buffers = loop
         t = T - 1 - i if reverse else i
-        carry, ys_t = body(carry, tuple(_at(x, t) for x in xs))
-        write = lambda y, y_t: lax.dynamic_update_index_in_dim(y, y_t, t, axis=1)  # noqa: E731
-        return carry, jax.tree.map(write, ys, ys_t)
+        carry, ys_t = body(carry, tuple(_at(x, t) for x in buffers[: len(xs)]))
+        buffers = list(buffers)
+        for k, y_t in zip(where, jax.tree.leaves(ys_t), strict=True):
+            buffers[k] = lax.dynamic_update_index_in_dim(buffers[k], y_t, t, axis=1)
+        return carry, tuple(buffers)
 
-    return lax.fori_loop(0, T, step, (carry, ys))
+    carry, buffers = lax.fori_loop(0, T, step, (carry, tuple(buffers)))
+    return carry, jax.tree.unflatten(tree, [buffers[k] for k in where])
 
 
 def _forward_scan(
@@ -148,7 +169,9 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
             dh_next = dh_above + dstate[0]  # (B1): h feeds the layer above and step t+1
             return cell.step_backward(W_back, (dh_next, *dstate[1:]), tuple(factors_t))
 
-        dstate0, dsteps = scan_columns(body, tuple(dstate_T), (dH_above, *factors), reverse=True)
+        inputs = (dH_above, *factors)  # da over the last factor, or into a new array
+        last = len(factors) if cell.da_over_factor else len(inputs)
+        dstate0, dsteps = scan_columns(body, tuple(dstate_T), inputs, reverse=True, writable=last)
         dA_x, dA_rec = cell.input_grads(dsteps, factors)  # every step's, at once
         dW_h = cell.weight_grad(states_prev[0], caches, dA_rec)  # one product over all T*B rows
         return dA_x, dW_h, dstate0
