@@ -217,6 +217,7 @@ def _apply_columns(
     fast = grad_mode == "bptt"  # the plain reference stays plain: grad_mode="autodiff"
     linear = layers.dense if fast else layers.dense_plain
     H_all = None
+    first_states = tuple(jnp.swapaxes(s, 1, 2) for s in state)  # (L, H, B): one transpose each
     last_states = []
     for layer_index, layer in enumerate(params["layers"]):
         W_x, W_h, b = stack_layer(spec, layer)
@@ -225,10 +226,11 @@ def _apply_columns(
             A_x = gather(W_x, b, X.T)  # (G*H, T, B): row X[b, t] of W_x plus b, as a column
         else:
             A_x = linear(H_all, W_x, b)  # (G*H, T, B)
-        state0 = tuple(s[layer_index].T for s in state)  # (H, B)
+        state0 = tuple(s[layer_index] for s in first_states)  # (H, B)
         H_all, state_l = recurrence(A_x, W_h, state0)
         last_states.append(state_l)
-    new_state = tuple(jnp.stack([s[k].T for s in last_states]) for k in range(spec.num_states))
+    stacked = (jnp.stack([s[k] for s in last_states]) for k in range(spec.num_states))
+    new_state = tuple(jnp.swapaxes(s, 1, 2) for s in stacked)  # (L, B, H)
     return linear(H_all, params["W_hq"], params["b_q"]), new_state  # (V, T, B)
 
 
