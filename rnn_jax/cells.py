@@ -43,8 +43,8 @@ or ``(h, c)``):
 Their backward, split into the factors of every step at once and a lean step for the reverse
 scan, is in :mod:`rnn_jax.cell_grads`; :data:`CELLS` holds both.
 
-The states before and after every step are the scan's outputs shifted by one (``H_all`` with the
-initial state in front), so no step saves ``h_prev``.
+A step's cache holds neither state: the forward scan writes the states after every step and, when
+a backward will follow, the states before it (``rnn_jax.models``), in place as it goes.
 """
 
 from __future__ import annotations

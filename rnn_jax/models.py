@@ -21,7 +21,9 @@ fastest, docs/performance.md). The scans read and write a step's columns in plac
 
 Gradients come one of two ways (``grad_mode``):
 
-- ``"autodiff"``: ``jax.value_and_grad`` through everything, the scan included;
+- ``"autodiff"``: ``jax.value_and_grad`` through everything, the plain reference: the layers as
+  ``jnp`` expressions and the recurrence as one ``lax.scan`` over the steps
+  (:func:`scan_recurrence`), none of the fast path's machinery;
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
   project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
   step at once from the activations the forward scan saved, a reverse scan of the cells'
@@ -30,7 +32,9 @@ Gradients come one of two ways (``grad_mode``):
   input layer, the dense ones and the loss, with their backward by hand too
   (:mod:`rnn_jax.layers`: what XLA runs fastest and compiles into the fewest kernels).
 
-All functions are pure; ``forward`` and ``loss_and_grads`` are ``jit``-compiled per (spec, shapes).
+All functions are pure; ``forward``, ``forward_loss`` and ``loss_and_grads`` are ``jit``-compiled
+per (spec, shapes). The passes without a gradient (``forward``, ``forward_loss``, ``token_step``,
+a population's evaluation) run the fast path's forward (:data:`EVALUATE`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
 
 Array = jax.Array
 GRAD_MODES = ("bptt", "autodiff")
+EVALUATE = "bptt"  # what the forward passes without a gradient run: the fast path's forward
 
 
 def check_grad_mode(grad_mode: str) -> str:
@@ -105,25 +110,27 @@ def scan_columns(
 
 
 def _forward_scan(
-    cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
-) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple]:
+    cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...], save: bool = False
+) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...], tuple]:
     """The forward scan: A_x (G*H, T, B), state0 of (H, B) arrays -> the last state, every
-    step's state (H, T, B) and every step's cache."""
+    step's state after it (H, T, B), and with ``save`` what the backward reads: every step's
+    state before it (H, T, B) and its cache (each written by the step: no pass to shift the
+    states afterwards); else empty."""
     W = cell.forward_weights(W_h)
 
     def body(state, inputs):
-        state, cache = cell.step_forward(W, state, *inputs)
-        return state, (state, cache)
+        state_next, cache = cell.step_forward(W, state, *inputs)
+        return state_next, (state_next, state, cache) if save else (state_next, (), ())
 
-    state_T, (states, caches) = scan_columns(body, state0, (A_x,))
-    return state_T, states, caches
+    state_T, (states, states_prev, caches) = scan_columns(body, state0, (A_x,))
+    return state_T, states, states_prev, caches
 
 
 def scan_recurrence(
     cell: Cell, A_x: Array, W_h: Array, state0: tuple[Array, ...]
 ) -> tuple[Array, tuple[Array, ...]]:
-    """Run ``cell`` over time, features-major (:mod:`rnn_jax.cells`); differentiable by JAX's
-    autodiff.
+    """Run ``cell`` over time, features-major (:mod:`rnn_jax.cells`): the plain reference, one
+    ``lax.scan`` over the steps (T, G*H, B), for JAX's autodiff (``grad_mode="autodiff"``).
 
     Args:
         cell: the cell.
@@ -136,14 +143,14 @@ def scan_recurrence(
         ``(H_all (H, T, B), state_T)``: every step's hidden state and the last state, (H, B)
         each.
     """
-    state_T, states, _ = _forward_scan(cell, A_x, W_h, state0)
-    return states[0], state_T
+    W = cell.forward_weights(W_h)
 
+    def body(state, a_x):
+        state, _ = cell.step_forward(W, state, a_x)
+        return state, state[0]
 
-def _shift(state0: tuple[Array, ...], states: tuple[Array, ...]) -> tuple[Array, ...]:
-    """The state before every step: (H, T, B) arrays, the initial state in front."""
-    pairs = zip(state0, states, strict=True)
-    return tuple(jnp.concatenate([s[:, None], c[:, :-1]], axis=1) for s, c in pairs)
+    state_T, H_steps = lax.scan(body, state0, jnp.moveaxis(A_x, 1, 0))
+    return jnp.moveaxis(H_steps, 0, 1), state_T
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
@@ -151,17 +158,17 @@ def _make_bptt_recurrence(cell: Cell) -> Any:
 
     @jax.custom_vjp
     def recurrence(A_x, W_h, state0):
-        return scan_recurrence(cell, A_x, W_h, state0)
+        state_T, states, _, _ = _forward_scan(cell, A_x, W_h, state0)
+        return states[0], state_T
 
     def recurrence_fwd(A_x, W_h, state0):
-        state_T, states, caches = _forward_scan(cell, A_x, W_h, state0)
-        return (states[0], state_T), (W_h, state0, states, caches)
+        state_T, states, states_prev, caches = _forward_scan(cell, A_x, W_h, state0, save=True)
+        return (states[0], state_T), (W_h, states_prev, states, caches)
 
     def recurrence_bwd(residuals, cotangents):
-        W_h, state0, states, caches = residuals
+        W_h, states_prev, states, caches = residuals
         dH_above, dstate_T = cotangents  # (H, T, B) from above; the last state's gradient
         W_back = cell.backward_weights(W_h)
-        states_prev = _shift(state0, states)
         factors = cell.backward_factors(states_prev, states, caches)  # every step's, at once
 
         def body(dstate, inputs):
@@ -261,13 +268,13 @@ def loss_and_grads_fn(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
 
 @partial(jax.jit, static_argnums=(0,))
 def _forward_jit(spec: ModelSpec, params: Params, X: Array, state: State) -> tuple[Array, State]:
-    return apply(spec, params, X, state)
+    return apply(spec, params, X, state, EVALUATE)
 
 
 @partial(jax.jit, static_argnums=(0,))
 def token_step(spec: ModelSpec, params: Params, token: Array, state: State) -> tuple[Array, State]:
     """One step of batch 1 on one token (generation): ``(logits (V,), state)``."""
-    logits, state = apply(spec, params, jnp.reshape(token, (1, 1)), state)
+    logits, state = apply(spec, params, jnp.reshape(token, (1, 1)), state, EVALUATE)
     return logits[0, 0], state
 
 
@@ -282,7 +289,7 @@ def _loss_and_grads_jit(
 def _loss_jit(
     spec: ModelSpec, params: Params, X: Array, Y: Array, state: State
 ) -> tuple[Array, State]:
-    return mean_loss(params, spec, X, Y, state, "autodiff")
+    return mean_loss(params, spec, X, Y, state, EVALUATE)
 
 
 def forward_loss(

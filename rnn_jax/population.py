@@ -41,7 +41,7 @@ from jax import lax
 from numpy_ref.loops import EpochStats, perplexity_of
 from numpy_ref.population import Member, grid, max_batches, stack, unstack  # noqa: F401
 from numpy_ref.spec import ModelSpec, Params, begin_state
-from rnn_jax.models import mean_loss
+from rnn_jax.models import EVALUATE, mean_loss
 from rnn_jax.training import train_step_fn
 
 Array = jax.Array
@@ -85,7 +85,7 @@ def eval_chunk(spec: ModelSpec) -> Any:
     minibatches per member without updating, the state carried (validation)."""
 
     def member(params, state, X, Y, active):
-        loss, new_state = mean_loss(params, spec, X, Y, state, "autodiff")
+        loss, new_state = mean_loss(params, spec, X, Y, state, EVALUATE)
         return jax.tree.map(lambda n, o: jnp.where(active, n, o), new_state, state), loss
 
     members = jax.vmap(member)
