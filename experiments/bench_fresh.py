@@ -81,7 +81,7 @@ import jax, rnn_jax
 from numpy_ref.spec import init_params
 spec = bench.CONFIGS[sys.argv[1]].spec()
 init, step = rnn_jax.make_train_step(spec, 1.0, 1.0, "bptt")
-p = rnn_jax.to_jax(init_params(spec, 0), "cpu")
+p = rnn_jax.training.pack(spec, init_params(spec, 0))  # as train_epoch trains
 o, X, state = init(p), np.zeros((32, 35), np.int64), rnn_jax.begin_state(spec, 32)
 t0 = time.perf_counter(); lowered = step.lower(p, o, X, X, state)
 t1 = time.perf_counter(); compiled = lowered.compile()

@@ -29,7 +29,8 @@ its variants interleaved (``experiments.bench.measure``), medians in ms.
   (32, 768) float32 array.
 - ``versus``: rnn_jax as it was at a git revision (``--rev``, default 33cbfa0, before issue 11)
   beside the working tree's, copied out of git into a temporary package, and PyTorch: each
-  configuration's jax-bptt step, interleaved, median and best.
+  configuration's jax-bptt step (on the packed parameters where the revision has
+  ``training.pack``, as its ``train_epoch`` trains them), interleaved, median and best.
 - ``compile``: per XLA_FLAGS setting, a fresh subprocess with an empty persistent compilation
   cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
   compilation (or loading from the cache), the first step.
@@ -253,7 +254,9 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
 
     def step_of(pkg, spec, X, Y):
         init, train_step = pkg.make_train_step(spec, 1.0, 1.0, "bptt")
-        params = pkg.to_jax(init_params(spec, 0), "cpu")
+        pack = getattr(sys.modules[f"{pkg.__name__}.training"], "pack", None)  # train_epoch's form
+        start = init_params(spec, 0)
+        params = pack(spec, start) if pack else pkg.to_jax(start, "cpu")
         carry, state = [params, init(params)], pkg.begin_state(spec, BATCH)
         Xd, Yd = jax.device_put((X, Y))
 
