@@ -62,7 +62,7 @@ def pack(spec: ModelSpec, params: Params, device: Any = None) -> Params:
 
 
 def unpack(spec: ModelSpec, packed: Params) -> Params:
-    """The shared parameter dict of :func:`pack`'s form, on the same device, in parameter order."""
+    """The shared parameter dict of :func:`pack`'s form, on the same device."""
     cell = np_cells.cell_for(spec)
     host = jax.tree.map(np.asarray, packed)
     layers = [np_models.unstack_layer(cell, *(lay[k] for k in PACKED)) for lay in host["layers"]]

@@ -131,3 +131,37 @@ def test_device_names_and_missing_gpu():
     params = rnn_jax.to_jax(init_params(ModelSpec("rnn", 7, 5), 0), "cpu")
     assert rnn_jax.device_of(params) == cpu
     assert all(leaf.devices() == {cpu} for leaf in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize(("kind", "reset"), VARIANTS, ids=VARIANT_IDS)
+def test_the_packed_step_is_the_shared_dicts_step(kind, reset):
+    """train_epoch trains pack()'s form: unpack(pack(p)) is p exactly (the same keys, arrays and
+    dtypes), and a step on the packed form moves every parameter as the step on the shared dict
+    does (to float32 rounding: only the gradient norm's sum runs in another order)."""
+    from rnn_jax.training import pack, unpack
+
+    spec = ModelSpec(kind, 9, 6, 2, reset)
+    params = init_params(spec, 0, sigma=0.4)
+    packed = pack(spec, params)
+    assert all(sorted(layer) == ["W_h", "W_x", "b"] for layer in packed["layers"])
+    G = len(spec.gates)
+    assert packed["layers"][1]["W_x"].shape == (6, G * 6)
+    back = unpack(spec, packed)
+    assert jax.tree.structure(back) == jax.tree.structure(params)  # the same keys everywhere
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), b)
+
+    rng = np.random.default_rng(2)
+    X, Y = rng.integers(0, 9, (3, 5)), rng.integers(0, 9, (3, 5))
+    init_opt_state, step = rnn_jax.make_train_step(spec, 1.0, 0.5)
+    state = rnn_jax.begin_state(spec, 3)
+    shared = rnn_jax.to_jax(params, "cpu")
+    new_shared, _, loss_shared, _, norm_shared = step(shared, init_opt_state(shared), X, Y, state)
+    new_packed, _, loss_packed, _, norm_packed = step(packed, init_opt_state(packed), X, Y, state)
+    np.testing.assert_allclose(loss_packed, loss_shared, rtol=1e-6)
+    np.testing.assert_allclose(norm_packed, norm_shared, rtol=1e-6)
+    moved = jax.tree.leaves(unpack(spec, new_packed))
+    for a, b in zip(moved, jax.tree.leaves(new_shared), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    start = jax.tree.leaves(params)
+    assert all(not np.array_equal(a, b) for a, b in zip(moved, start, strict=True))  # all moved
