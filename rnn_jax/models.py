@@ -154,7 +154,8 @@ def scan_recurrence(
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
-    """:func:`scan_recurrence` of ``cell`` with the hand-written backward as its VJP."""
+    """The function :func:`scan_recurrence` computes, by :func:`scan_columns`, with the
+    hand-written backward as its VJP."""
 
     @jax.custom_vjp
     def recurrence(A_x, W_h, state0):
