@@ -5,8 +5,9 @@ For every configuration and member count M, on the same (B, T) = (32, 35) miniba
 - ``jax-population``: one call of the population's compiled chunk (:mod:`rnn_jax.population`):
   S = 8 training steps of M members at once (forward, backward, clipping, SGD, lr and theta per
   member); aggregate tokens/s = M * S * B * T / seconds;
-- ``jax-single``: the single run's jitted step (``rnn_jax.make_train_step``), S steps per call
-  measured: what one member would get alone;
+- ``jax-single``: the single run's jitted step (``rnn_jax.make_train_step`` on the packed
+  parameters, as ``rnn_jax.train_epoch`` trains), S steps per call measured: what one member
+  would get alone;
 - ``torch``: PyTorch's ``nn.*`` model stepped M * S times one after another (what M runs of the
   book's PyTorch code cost); its tokens/s do not depend on M.
 
@@ -91,11 +92,12 @@ def single_steps(spec: Any, device: str = "cpu") -> Any:
 
     import rnn_jax
     from numpy_ref.spec import init_params
+    from rnn_jax.training import pack
 
     rng = np.random.default_rng(0)
     init_opt_state, train_step = rnn_jax.make_train_step(spec, 1.0, 1.0)
     target = rnn_jax.get_device(device)
-    params = rnn_jax.to_jax(init_params(spec, 0), target)
+    params = pack(spec, init_params(spec, 0), target)  # as rnn_jax.train_epoch trains
     carry = [params, init_opt_state(params)]
     X, Y = (jax.device_put(rng.integers(0, VOCAB, (BATCH, STEPS), dtype=np.int32), target)
             for _ in range(2))  # fmt: skip

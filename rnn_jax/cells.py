@@ -228,6 +228,29 @@ def cell_for(spec: ModelSpec) -> Cell:
     return CELLS[np_cells.cell_for(spec).name]
 
 
+def pack_layers(spec: ModelSpec, params: dict) -> dict:
+    """``params`` with each layer's gates side by side (:func:`stack_layer`), traced: the form
+    ``rnn_jax.training.pack`` makes on the host, for a jit region that takes the shared dict
+    (a population's chunk of steps); any leading axes (members) ride along."""
+    layers = [dict(zip(("W_x", "W_h", "b"), stack_layer(spec, lay), strict=True))
+              for lay in params["layers"]]  # fmt: skip
+    return {**params, "layers": layers}
+
+
+def unpack_layers(spec: ModelSpec, packed: dict) -> dict:
+    """The inverse of :func:`pack_layers`: the shared dict's per-gate arrays."""
+    G = len(spec.gates)
+
+    def layer(lay: dict[str, Array]) -> dict[str, Array]:
+        W_x, W_h, b = (jnp.split(lay[k], G, axis=-1) for k in ("W_x", "W_h", "b"))
+        named = {}
+        for i, gate in enumerate(spec.gates):
+            named.update({f"W_x{gate}": W_x[i], f"W_h{gate}": W_h[i], f"b_{gate}": b[i]})
+        return named
+
+    return {**packed, "layers": [layer(lay) for lay in packed["layers"]]}
+
+
 def stack_layer(spec: ModelSpec, layer: dict[str, Array]) -> tuple[Array, Array, Array]:
     """One layer's gates side by side, in ``spec.gates`` order.
 

@@ -20,7 +20,9 @@ An epoch, for every member in lockstep::
                                                 elsewhere everything passes through unchanged
 
 The epoch's minibatches are stacked (S, M, B, T) and scanned on the device, ``chunk`` steps per
-call (one dispatch per chunk instead of one per step). Members whose training stopped (diverged)
+call (one dispatch per chunk instead of one per step), on the parameters packed as a single
+run's epoch trains them (``rnn_jax.cells.pack_layers`` at the chunk's start, unpacked at its
+end). Members whose training stopped (diverged)
 stay inactive. The arrays may be sharded over devices and processes on their member axis
 (:mod:`rnn_jax.sharding`).
 """
@@ -41,6 +43,7 @@ from jax import lax
 from numpy_ref.loops import EpochStats, perplexity_of
 from numpy_ref.population import Member, grid, max_batches, stack, unstack  # noqa: F401
 from numpy_ref.spec import ModelSpec, Params, begin_state
+from rnn_jax.cells import pack_layers, unpack_layers
 from rnn_jax.models import EVALUATE, mean_loss
 from rnn_jax.training import train_step_fn
 
@@ -73,8 +76,9 @@ def train_chunk(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
             params, opt_state, state, loss, norm = members(*carry, *xs, lr, theta)
             return (params, opt_state, state), (loss, norm)
 
-        carry, (losses, norms) = lax.scan(body, (params, opt_state, state), (Xs, Ys, active, reset))
-        return (*carry, losses, norms)
+        packed = pack_layers(spec, params)  # the step on 3 arrays a layer, as a single run's
+        carry, (losses, norms) = lax.scan(body, (packed, opt_state, state), (Xs, Ys, active, reset))
+        return (unpack_layers(spec, carry[0]), *carry[1:], losses, norms)
 
     return jax.jit(chunk, donate_argnums=(0, 1, 2))
 
