@@ -69,7 +69,17 @@ def train_chunk(spec: ModelSpec, grad_mode: str = "bptt") -> Any:
         keep = partial(jax.tree.map, lambda n, o: jnp.where(active, n, o))
         return keep(new[0], params), keep(new[1], opt_state), keep(new[3], state), new[2], new[4]
 
-    members = jax.vmap(member, in_axes=(0, 0, 0, 0, 0, 0, None, 0, 0))
+    axes = (0, 0, 0, 0, 0, 0, None, 0, 0)  # every argument per member but ``reset``
+    batched = jax.vmap(member, in_axes=axes)
+
+    def members(*args):
+        if jax.tree.leaves(args[0])[0].shape[0] > 1:
+            return batched(*args)
+        # one member: its own step, not vmap over one, whose size-1 axis made XLA copy the
+        # reverse scan's buffer at every time step (docs/scaling.md)
+        first = lambda a: jax.tree.map(lambda x: x[0], a)  # noqa: E731
+        one = [a if axis is None else first(a) for a, axis in zip(args, axes, strict=True)]
+        return jax.tree.map(lambda x: x[None], member(*one))
 
     def chunk(params, opt_state, state, Xs, Ys, active, reset, lr, theta):
         def body(carry, xs):

@@ -57,9 +57,11 @@ def train_population(spec, members, corpus, dtype, random, grad_mode="bptt", epo
     return np.array(history), unstack(jax.tree.map(np.asarray, params))
 
 
-def assert_members_are_single_runs(spec, corpus, vocab, dtype, random, tol, grad_mode="bptt"):
-    history, finals = train_population(spec, MEMBERS, corpus, dtype, random, grad_mode)
-    for k, m in enumerate(MEMBERS):
+def assert_members_are_single_runs(
+    spec, corpus, vocab, dtype, random, tol, grad_mode="bptt", members=MEMBERS
+):
+    history, finals = train_population(spec, members, corpus, dtype, random, grad_mode)
+    for k, m in enumerate(members):
         loader = SeqDataLoader(corpus, B, T, random, m.seed)
         start = rnn_jax.to_jax(init_params(spec, m.seed, dtype, sigma=0.1), "cpu")
         params, single = rnn_jax.train(spec, start, loader, vocab, m.lr, m.theta, 3, random,
@@ -87,6 +89,14 @@ def test_member_k_is_the_single_run_float32() -> None:
     corpus, vocab = load_corpus_time_machine(max_tokens=1500)
     spec = ModelSpec("gru", len(vocab), 8, 1, "before")
     assert_members_are_single_runs(spec, corpus, vocab, np.float32, False, 1e-4)
+
+
+def test_a_population_of_one_is_the_single_run(x64) -> None:
+    """One member runs its own step, not vmap over one member (rnn_jax.population.train_chunk)."""
+    corpus, vocab = load_corpus_time_machine(max_tokens=1500)
+    spec = ModelSpec("lstm", len(vocab), 8, 1)
+    assert_members_are_single_runs(spec, corpus, vocab, np.float64, False, 1e-12,
+                                   members=MEMBERS[1:2])  # fmt: skip
 
 
 def test_lr_and_theta_are_values_of_one_compiled_program() -> None:
