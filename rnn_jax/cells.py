@@ -228,12 +228,14 @@ def cell_for(spec: ModelSpec) -> Cell:
     return CELLS[np_cells.cell_for(spec).name]
 
 
+PACKED = ("W_x", "W_h", "b")  # a packed layer's keys: the gates side by side (stack_layer)
+
+
 def pack_layers(spec: ModelSpec, params: dict) -> dict:
     """``params`` with each layer's gates side by side (:func:`stack_layer`), traced: the form
     ``rnn_jax.training.pack`` makes on the host, for a jit region that takes the shared dict
     (a population's chunk of steps); any leading axes (members) ride along."""
-    layers = [dict(zip(("W_x", "W_h", "b"), stack_layer(spec, lay), strict=True))
-              for lay in params["layers"]]  # fmt: skip
+    layers = [dict(zip(PACKED, stack_layer(spec, lay), strict=True)) for lay in params["layers"]]
     return {**params, "layers": layers}
 
 
@@ -242,11 +244,9 @@ def unpack_layers(spec: ModelSpec, packed: dict) -> dict:
     G = len(spec.gates)
 
     def layer(lay: dict[str, Array]) -> dict[str, Array]:
-        W_x, W_h, b = (jnp.split(lay[k], G, axis=-1) for k in ("W_x", "W_h", "b"))
-        named = {}
-        for i, gate in enumerate(spec.gates):
-            named.update({f"W_x{gate}": W_x[i], f"W_h{gate}": W_h[i], f"b_{gate}": b[i]})
-        return named
+        parts = [jnp.split(lay[k], G, axis=-1) for k in PACKED]
+        gate_by_gate = [parts[k][i] for i in range(G) for k in range(len(PACKED))]
+        return dict(zip(spec.layer_keys(), gate_by_gate, strict=True))
 
     return {**packed, "layers": [layer(lay) for lay in packed["layers"]]}
 
@@ -262,8 +262,8 @@ def stack_layer(spec: ModelSpec, layer: dict[str, Array]) -> tuple[Array, Array,
     Returns:
         ``(W_x (D, G*H), W_h (H, G*H), b (G*H,))``; with G = 1 the arrays themselves.
     """
-    if "W_x" in layer:  # packed
-        return layer["W_x"], layer["W_h"], layer["b"]
+    if PACKED[0] in layer:  # packed
+        return tuple(layer[k] for k in PACKED)
 
     def stack(prefix: str) -> Array:
         parts = [layer[f"{prefix}{g}"] for g in spec.gates]

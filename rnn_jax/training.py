@@ -37,6 +37,7 @@ from numpy_ref import loops
 from numpy_ref import models as np_models
 from numpy_ref.loops import Batch, EpochStats
 from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size, param_dtype
+from rnn_jax.cells import PACKED
 from rnn_jax.device import device_of, to_jax
 from rnn_jax.models import check_grad_mode, forward_loss, loss_and_grads_fn
 from rnn_jax.spec import begin_state
@@ -44,9 +45,6 @@ from rnn_jax.spec import begin_state
 TrainStep = Callable[
     [Params, Any, Any, Any, State], tuple[Params, Any, jax.Array, State, jax.Array]
 ]
-
-
-PACKED = ("W_x", "W_h", "b")  # a packed layer's keys
 
 
 def pack(spec: ModelSpec, params: Params, device: Any = None) -> Params:
