@@ -233,8 +233,16 @@ def is_char_vocab(vocab: Any) -> bool:
     return all(len(token) == 1 for token in vocab.idx_to_token[1:])
 
 
-def _tokens_of(prefix: str, vocab: Any) -> list[str]:
+def tokens_of(prefix: str, vocab: Any) -> list[str]:
+    """The tokens of ``prefix``: its characters for a char vocabulary, else its words."""
     return list(prefix) if is_char_vocab(vocab) else prefix.split()
+
+
+def joined(prefix: str, generated: list[str], vocab: Any) -> str:
+    """``prefix`` followed by the ``generated`` tokens, as :func:`generate` returns them."""
+    if is_char_vocab(vocab):
+        return prefix + "".join(generated)
+    return " ".join(tokens_of(prefix, vocab) + generated)
 
 
 def _choose(logits: Any, temperature: float | None, rng: np.random.Generator | None) -> int:
@@ -282,7 +290,7 @@ def generate(
             )
         if rng is None:
             raise ValueError("sampling with a temperature needs rng=numpy.random.default_rng(seed)")
-    tokens = _tokens_of(prefix, vocab)
+    tokens = tokens_of(prefix, vocab)
     if not tokens:
         raise ValueError(f"prefix must hold at least one token to start from, got {prefix!r}")
     outputs = [vocab[tokens[0]]]
@@ -294,6 +302,4 @@ def generate(
         logits, state = step(outputs[-1], state)
         outputs.append(_choose(logits, temperature, rng))
         generated.append(vocab.to_tokens(outputs[-1]))
-    if is_char_vocab(vocab):
-        return prefix + "".join(generated)
-    return " ".join(tokens + generated)
+    return joined(prefix, generated, vocab)

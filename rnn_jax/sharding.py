@@ -126,31 +126,6 @@ def local_rows(tree: Any) -> Any:
 # --- data parallelism of one model --------------------------------------------------------------
 
 
-def data_parallel_train_step(
-    spec: Any, lr: float, theta: float, mesh: Mesh, grad_mode: str = "bptt"
-) -> Any:
-    """The single run's training step (:func:`rnn_jax.training.train_step_fn`) with the rows of
-    every minibatch split over the mesh's ``batch`` axis and the parameters replicated.
-
-    ``step(params, opt_state, X (B, T), Y (B, T), state) -> (params, opt_state, loss, state,
-    grad_norm)``, B a multiple of the batch axis; XLA reduces the gradients over the devices.
-    """
-    from rnn_jax.training import train_step_fn
-
-    step = train_step_fn(spec, grad_mode)
-    whole, rows, state = (NamedSharding(mesh, p) for p in (P(), P(BATCH), P(None, BATCH)))
-
-    def fixed(params, opt_state, X, Y, s):
-        return step(params, opt_state, X, Y, s, lr, theta)
-
-    return jax.jit(
-        fixed,
-        in_shardings=(whole, whole, rows, rows, state),
-        out_shardings=(whole, whole, whole, state, whole),
-        donate_argnums=(0, 1),
-    )
-
-
 def data_parallel_train_epoch(
     spec: Any,
     params: Any,
@@ -161,19 +136,20 @@ def data_parallel_train_epoch(
     mesh: Mesh,
     grad_mode: str = "bptt",
 ) -> tuple[Any, Any]:
-    """One epoch of one model, data-parallel over ``mesh``'s batch axis (numpy_ref's loop).
+    """One epoch of one model, data-parallel over ``mesh``'s batch axis: the rows of every
+    minibatch and of the state split over the devices, the parameters replicated, XLA reducing
+    the gradients; the epoch is the compiled program of :mod:`rnn_jax.epoch`.
 
-    Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does.
+    Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does (the parameters as NumPy).
     """
-    from numpy_ref.spec import param_dtype
-    from rnn_jax.spec import begin_state
-    from rnn_jax.training import init_opt_state, run_steps
+    from numpy_ref.population import max_batches
+    from rnn_jax import epoch
 
-    step = data_parallel_train_step(spec, lr, theta, mesh, grad_mode)
-    whole, rows, sharded_state = (NamedSharding(mesh, p) for p in (P(), P(BATCH), P(None, BATCH)))
-    params = jax.device_put(params, whole, may_alias=False)
-    dtype = param_dtype(params)
-    zero_state = lambda batch_size: begin_state(spec, batch_size, dtype, sharded_state)  # noqa: E731
-    place = lambda X, Y: (jax.device_put(X, rows), jax.device_put(Y, rows))  # noqa: E731
-    return run_steps(step, params, init_opt_state(params), loader, zero_state, use_random_iter,
-                     place)  # fmt: skip
+    place = epoch.Placement(mesh, split="batch")
+    host = jax.tree.map(np.asarray, params)
+    members = epoch.Members.create(spec, [host], [(lr, theta)], place)
+    shape = (loader.batch_size, loader.num_steps)
+    steps = max_batches(len(loader.corpus), *shape, loader.use_random_iter)
+    (stats,) = epoch.train_epoch(members, [loader], use_random_iter, shape, steps,
+                                 grad_mode=grad_mode)  # fmt: skip
+    return members.to_numpy()[0], stats
