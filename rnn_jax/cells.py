@@ -65,7 +65,7 @@ Array = jax.Array
 State = tuple[Array, ...]
 
 
-FEATURES = g.FEATURES  # the axis of the features, and of the stacked gates: -2
+FEATURES = g.FEATURES  # the axis of the features, and of the stacked gates: 0
 
 
 def _split(a: Array, parts: int) -> list[Array]:

@@ -21,9 +21,10 @@ is in rows: ``X``, ``Y`` (B, T), logits (T, B, V), states (L, B, H).
 
 Gradients come one of two ways (``grad_mode``):
 
-- ``"autodiff"``: ``jax.value_and_grad`` through everything, the plain reference: the layers as
-  ``jnp`` expressions and the recurrence as one ``lax.scan`` over the steps
-  (:func:`scan_recurrence`), none of the fast path's machinery;
+- ``"autodiff"``: ``jax.value_and_grad`` through everything: the layers as ``jnp`` expressions
+  and the recurrence as one ``lax.scan`` over the steps (:func:`scan_recurrence`), on the fast
+  path's layout and cells but none of its backwards or buffer reuse (the twin that shares
+  nothing with it is :mod:`rnn_jax.reference`);
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
   project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
   step at once from the activations the forward scan saved, a reverse scan of the cells'
