@@ -30,7 +30,7 @@ reverse scan; a step of the scan is then a few multiplications and the one recur
 - ``da_over_factor`` (a flag in the table): ``step_backward`` hands out its last factor times
   the gradient reaching the step, and nothing else in the step reads that factor (rnn, lstm),
   so the reverse scan writes ``da`` over that factor's columns instead of into a new array of
-  zeros (``rnn_jax.models.scan_columns``). The GRUs hand out ``dh``, which the step reads
+  zeros (``rnn_jax.xla_tricks.scan_columns``). The GRUs hand out ``dh``, which the step reads
   again for its other paths.
 """
 
@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from rnn_jax.xla_tricks import transposed
 
 Array = jax.Array
 State = tuple[Array, ...]
@@ -64,20 +65,6 @@ def tanh_grad(t: Array) -> Array:
 
 def same(W_h: Array) -> Array:
     return W_h
-
-
-def transposed(W_h: Array) -> Array:
-    """``W_h^T`` written out (:func:`materialized`): a product whose left operand is a transpose
-    is the slow one (below)."""
-    return materialized(W_h.T)
-
-
-def materialized(a: Array) -> Array:
-    """``a`` written out as an array of its own (``lax.optimization_barrier``), so that XLA does
-    not fold a transpose into the product that reads it: XLA's CPU backend runs a product whose
-    left operand is transposed in a generic path instead of YNNPACK, for (B2), (H, N) x (N, G*H),
-    at half the rate (``python -m experiments.bench_probes products``, docs/performance.md)."""
-    return lax.optimization_barrier(a)
 
 
 def split_zr_h(W_h: Array) -> tuple[Array, Array]:

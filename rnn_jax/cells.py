@@ -59,12 +59,13 @@ import jax.numpy as jnp
 from numpy_ref import cells as np_cells
 from numpy_ref.spec import ModelSpec
 from rnn_jax import cell_grads as g
+from rnn_jax.xla_tricks import transposed
 
 Array = jax.Array
 State = tuple[Array, ...]
 
 
-FEATURES = g.FEATURES  # the axis of the features, and of the stacked gates: -2
+FEATURES = g.FEATURES  # the axis of the features, and of the stacked gates: 0
 
 
 def _split(a: Array, parts: int) -> list[Array]:
@@ -181,7 +182,7 @@ class Cell:
     step_backward: Callable[[Any, State, tuple], tuple[State, tuple]]
     input_grads: Callable[[tuple, tuple], tuple[Array, Array]]
     weight_grad: Callable[[Array, tuple, Array], Array] = g.weight_grad
-    forward_weights: Callable[[Array], Any] = g.transposed
+    forward_weights: Callable[[Array], Any] = transposed
     backward_weights: Callable[[Array], Any] = g.same
     da_over_factor: bool = False  # step_backward hands out its last factor times dh_next alone
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cell_grads import transposed
+from rnn_jax.xla_tricks import transposed
 
 Array = jax.Array
 
@@ -32,7 +32,7 @@ def gather_columns_plain(W_x: Array, b: Array, tokens: Array) -> Array:
 
 def _product(X: Array, W: Array) -> Array:
     """``W^T X``: X (D, T, B) -> (K, T, B), with ``W^T`` written out first (a product whose left
-    operand is a transpose is the slow one, ``cell_grads.materialized``)."""
+    operand is a transpose is the slow one, ``rnn_jax.xla_tricks.materialized``)."""
     D, *rest = X.shape
     return (transposed(W) @ X.reshape(D, -1)).reshape(-1, *rest)
 

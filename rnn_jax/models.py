@@ -16,14 +16,15 @@ like the cells' (:mod:`rnn_jax.cells`): a sequence is kept as columns, (K, T, B)
 view has column ``t*B + b`` where the book's (N, K) has row ``t*B + b``, so every product is
 ``W^T`` (K, D) times a (D, N) matrix, ``A_x^T = W_x^T H^T`` (the form XLA's CPU backend runs
 fastest, docs/performance.md). The scans read and write a step's columns in place
-(:func:`scan_columns`), so no sequence is ever transposed. Only the interface is in rows: ``X``,
-``Y`` (B, T), logits (T, B, V), states (L, B, H).
+(:func:`rnn_jax.xla_tricks.scan_columns`), so no sequence is ever transposed. Only the interface
+is in rows: ``X``, ``Y`` (B, T), logits (T, B, V), states (L, B, H).
 
 Gradients come one of two ways (``grad_mode``):
 
-- ``"autodiff"``: ``jax.value_and_grad`` through everything, the plain reference: the layers as
-  ``jnp`` expressions and the recurrence as one ``lax.scan`` over the steps
-  (:func:`scan_recurrence`), none of the fast path's machinery;
+- ``"autodiff"``: ``jax.value_and_grad`` through everything: the layers as ``jnp`` expressions
+  and the recurrence as one ``lax.scan`` over the steps (:func:`scan_recurrence`), on the fast
+  path's layout and cells but none of its backwards or buffer reuse (the twin that shares
+  nothing with it is :mod:`rnn_jax.reference`);
 - ``"bptt"``: the same, except that the recurrence is a ``jax.custom_vjp`` whose backward is the
   project's own BPTT (docs/bptt.md, :mod:`rnn_jax.cell_grads`): the derivative factors of every
   step at once from the activations the forward scan saved, a reverse scan of the cells'
@@ -49,6 +50,7 @@ from jax import lax
 from numpy_ref.spec import ModelSpec, Params, State
 from rnn_jax import layers
 from rnn_jax.cells import CELLS, Cell, cell_for, stack_layer
+from rnn_jax.xla_tricks import scan_columns
 
 Array = jax.Array
 GRAD_MODES = ("bptt", "autodiff")
@@ -62,51 +64,6 @@ def check_grad_mode(grad_mode: str) -> str:
 
 
 # --- the recurrence, two ways ---------------------------------------------------------------------
-
-
-def _at(a: Array, t: Array) -> Array:
-    return lax.dynamic_index_in_dim(a, t, axis=1, keepdims=False)
-
-
-def scan_columns(
-    body: Any, carry: Any, xs: tuple, reverse: bool = False, writable: int = 0
-) -> tuple[Any, Any]:
-    """``lax.scan`` over the time axis of sequences kept as columns, in place.
-
-    ``xs`` is a tuple of (K, T, B) arrays, ``body(carry, xs_t) -> (carry, ys_t)`` works on their
-    (K, B) steps; returns ``(carry, ys)``, every array of ys (K, T, B). A step reads its columns
-    and writes its outputs' (a dynamic slice, a dynamic update of a carried buffer), so no
-    sequence is transposed to (T, K, B) for the scan and back. Each output is written over the
-    first of ``xs[writable:]`` with its shape not yet taken, whose step t the body has just
-    read, instead of into a new array of zeros (docs/performance.md has the figures). The
-    result is the same either way; it is faster where that input is needed neither after the
-    scan nor, within a step, by anything but the output written over it (else XLA copies it).
-    """
-    T = xs[0].shape[1]
-    _, ys_t = jax.eval_shape(body, carry, tuple(_at(x, 0) for x in xs))
-    outputs, tree = jax.tree.flatten(ys_t)
-    buffers, free, where = list(xs), list(range(writable, len(xs))), []
-    for y in outputs:
-        shape = (y.shape[0], T, *y.shape[1:])
-        fits = [i for i in free if xs[i].shape == shape and xs[i].dtype == y.dtype]
-        if fits:
-            free.remove(fits[0])
-            where.append(fits[0])
-        else:
-            where.append(len(buffers))
-            buffers.append(jnp.zeros(shape, y.dtype))
-
-    def step(i, loop):
-        carry, buffers = loop
-        t = T - 1 - i if reverse else i
-        carry, ys_t = body(carry, tuple(_at(x, t) for x in buffers[: len(xs)]))
-        buffers = list(buffers)
-        for k, y_t in zip(where, jax.tree.leaves(ys_t), strict=True):
-            buffers[k] = lax.dynamic_update_index_in_dim(buffers[k], y_t, t, axis=1)
-        return carry, tuple(buffers)
-
-    carry, buffers = lax.fori_loop(0, T, step, (carry, tuple(buffers)))
-    return carry, jax.tree.unflatten(tree, [buffers[k] for k in where])
 
 
 def _forward_scan(
@@ -154,7 +111,7 @@ def scan_recurrence(
 
 
 def _make_bptt_recurrence(cell: Cell) -> Any:
-    """The function :func:`scan_recurrence` computes, by :func:`scan_columns`, with the
+    """The function :func:`scan_recurrence` computes, by ``scan_columns``, with the
     hand-written backward as its VJP."""
 
     @jax.custom_vjp
