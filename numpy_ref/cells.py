@@ -143,7 +143,7 @@ def gru_before_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> 
     dz = dh_next * (h_prev - h_tilde)  # (G4') h_next = Z h_prev + (1 - Z) h_tilde, w.r.t. Z
     dh_tilde = dh_next * (1.0 - z)  # (G4') ... w.r.t. h_tilde
     dh_prev = dh_next * z  # (G4') ... w.r.t. h_prev: the direct path
-    da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3b') h_tilde = tanh(a_h)
+    da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3') h_tilde = tanh(a_h)
     drh = da_h @ layer["W_hh"].T  # (G3b') a_h = x W_xh + rh W_hh + b_h, w.r.t. rh
     dr = drh * h_prev  # (G3b') rh = R * h_prev, w.r.t. R
     dh_prev += drh * r  # (G3b') ... w.r.t. h_prev
@@ -208,7 +208,7 @@ def gru_after_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> t
     dz = dh_next * (h_prev - h_tilde)  # (G4') h_next = Z h_prev + (1 - Z) h_tilde, w.r.t. Z
     dh_tilde = dh_next * (1.0 - z)  # (G4') ... w.r.t. h_tilde
     dh_prev = dh_next * z  # (G4') ... w.r.t. h_prev: the direct path
-    da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3a') h_tilde = tanh(a_h)
+    da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3') h_tilde = tanh(a_h)
     dr = da_h * hW  # (G3a') a_h = x W_xh + b_h + R * hW, w.r.t. R
     dhW = da_h * r  # (G3a') ... w.r.t. hW
     dh_prev += dhW @ layer["W_hh"].T  # (G3a') hW = h_prev W_hh, w.r.t. h_prev
