@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -98,132 +99,89 @@ def rnn_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> tuple:
 # --- GRU ---------------------------------------------------------------------------------------
 
 
-def gru_before_step_forward(x: np.ndarray, state_prev: State, layer: Layer) -> tuple[State, tuple]:
-    """One step of the book's GRU, the reset gate applied before the recurrent product::
+def gru_step_forward(
+    x: np.ndarray, state_prev: State, layer: Layer, reset: str = "before"
+) -> tuple[State, tuple]:
+    """One GRU step; ``reset`` says where the reset gate acts, the two variants' one difference::
 
         Z       = sigmoid(x W_xz + h_prev W_hz + b_z)            (G1) update gate
         R       = sigmoid(x W_xr + h_prev W_hr + b_r)            (G2) reset gate
-        h_tilde = tanh(x W_xh + (R * h_prev) W_hh + b_h)         (G3b) candidate
+        h_tilde = tanh(x W_xh + (R * h_prev) W_hh + b_h)         (G3b) "before": the book's
+        h_tilde = tanh(x W_xh + b_h + R * (h_prev W_hh))         (G3a) "after": PyTorch's, cuDNN's
         h_next  = Z * h_prev + (1 - Z) * h_tilde                 (G4)
 
     Args:
         x: (B, D), the step's input.
         state_prev: ``(h_prev,)``, (B, H).
         layer: ``W_x{g}`` (D, H), ``W_h{g}`` (H, H), ``b_{g}`` (H,) for g in z, r, h.
+        reset: "before" (the input of ``W_hh`` is ``R * h_prev``) or "after" (``R`` scales the
+            output of ``W_hh``).
 
     Returns:
-        ``(h_next,)`` (B, H) and the cache for :func:`gru_before_step_backward`.
+        ``(h_next,)`` (B, H) and the cache for :func:`gru_step_backward`.
     """
     (h_prev,) = state_prev
     a_z = x @ layer["W_xz"] + h_prev @ layer["W_hz"] + layer["b_z"]  # (G1)
     z = sigmoid(a_z)  # (G1)
     a_r = x @ layer["W_xr"] + h_prev @ layer["W_hr"] + layer["b_r"]  # (G2)
     r = sigmoid(a_r)  # (G2)
-    rh = r * h_prev  # (G3b) the input of W_hh
-    a_h = x @ layer["W_xh"] + rh @ layer["W_hh"] + layer["b_h"]  # (G3b)
-    h_tilde = np.tanh(a_h)  # (G3b)
+    if reset == "before":
+        rh = r * h_prev  # (G3b) the input of W_hh
+        a_h = x @ layer["W_xh"] + rh @ layer["W_hh"] + layer["b_h"]  # (G3b)
+        at_W_hh = rh
+    else:
+        hW = h_prev @ layer["W_hh"]  # (G3a) the output of W_hh
+        a_h = x @ layer["W_xh"] + layer["b_h"] + r * hW  # (G3a)
+        at_W_hh = hW
+    h_tilde = np.tanh(a_h)  # (G3)
     h_next = z * h_prev + (1.0 - z) * h_tilde  # (G4)
-    return (h_next,), (x, h_prev, z, r, rh, h_tilde)
+    return (h_next,), (x, h_prev, z, r, at_W_hh, h_tilde)
 
 
-def gru_before_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> tuple:
-    """Backward of :func:`gru_before_step_forward` ((G4'), (G3b'), (G2'), (G1')).
+def gru_step_backward(
+    dstate_next: State, cache: tuple, layer: Layer, reset: str = "before"
+) -> tuple:
+    """Backward of :func:`gru_step_forward` ((G4'), (G3b') or (G3a'), (G2'), (G1')).
 
     Args:
         dstate_next: ``(dh_next,)``, (B, H): the gradient reaching ``h_next`` by every path.
         cache: from the forward step.
         layer: the parameters of the forward step.
+        reset: as in the forward step.
 
     Returns:
         ``dx`` (B, D); ``(dh_prev,)`` (B, H); this step's share of every parameter's gradient,
         a dict with the keys of ``layer``.
     """
     (dh_next,) = dstate_next
-    x, h_prev, z, r, rh, h_tilde = cache
+    x, h_prev, z, r, at_W_hh, h_tilde = cache
     dz = dh_next * (h_prev - h_tilde)  # (G4') h_next = Z h_prev + (1 - Z) h_tilde, w.r.t. Z
     dh_tilde = dh_next * (1.0 - z)  # (G4') ... w.r.t. h_tilde
     dh_prev = dh_next * z  # (G4') ... w.r.t. h_prev: the direct path
     da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3') h_tilde = tanh(a_h)
-    drh = da_h @ layer["W_hh"].T  # (G3b') a_h = x W_xh + rh W_hh + b_h, w.r.t. rh
-    dr = drh * h_prev  # (G3b') rh = R * h_prev, w.r.t. R
-    dh_prev += drh * r  # (G3b') ... w.r.t. h_prev
+    if reset == "before":
+        rh = at_W_hh
+        drh = da_h @ layer["W_hh"].T  # (G3b') a_h = x W_xh + rh W_hh + b_h, w.r.t. rh
+        dW_hh = rh.T @ da_h  # (G3b') ... w.r.t. W_hh
+        dr = drh * h_prev  # (G3b') rh = R * h_prev, w.r.t. R
+        dh_prev += drh * r  # (G3b') ... w.r.t. h_prev
+    else:
+        hW = at_W_hh
+        dr = da_h * hW  # (G3a') a_h = x W_xh + b_h + R * hW, w.r.t. R
+        dhW = da_h * r  # (G3a') ... w.r.t. hW
+        dW_hh = h_prev.T @ dhW  # (G3a') hW = h_prev W_hh, w.r.t. W_hh
+        dh_prev += dhW @ layer["W_hh"].T  # (G3a') ... w.r.t. h_prev
     da_r = dr * r * (1.0 - r)  # (G2') R = sigmoid(a_r): sigmoid' = s (1 - s)
     dh_prev += da_r @ layer["W_hr"].T  # (G2') a_r = x W_xr + h_prev W_hr + b_r, w.r.t. h_prev
     da_z = dz * z * (1.0 - z)  # (G1') Z = sigmoid(a_z)
     dh_prev += da_z @ layer["W_hz"].T  # (G1') a_z = x W_xz + h_prev W_hz + b_z, w.r.t. h_prev
-    # (G1', G2', G3b') a_g = x W_xg + h_prev W_hg + b_g (rh in place of h_prev for W_hh): x feeds
-    # all three gates; W_xg's gradient is x^T da_g (each of the B rows used it once), W_hg's
-    # h_prev^T da_g (rh^T da_h), b_g's the sum of da_g's rows
+    # (G1'-G3') x W_xg + b_g is in every gate's a_g: x's gradient is a sum of three terms; W_xg's
+    # is x^T da_g (each of the B rows used it once), b_g's the sum of da_g's rows
     dx = da_z @ layer["W_xz"].T + da_r @ layer["W_xr"].T + da_h @ layer["W_xh"].T
     dlayer = {
         "W_xz": x.T @ da_z, "W_hz": h_prev.T @ da_z, "b_z": da_z.sum(axis=0),  # (G1')
         "W_xr": x.T @ da_r, "W_hr": h_prev.T @ da_r, "b_r": da_r.sum(axis=0),  # (G2')
-        "W_xh": x.T @ da_h, "W_hh": rh.T @ da_h, "b_h": da_h.sum(axis=0),  # (G3b')
-    }  # fmt: skip
-    return dx, (dh_prev,), dlayer
-
-
-def gru_after_step_forward(x: np.ndarray, state_prev: State, layer: Layer) -> tuple[State, tuple]:
-    """One step of PyTorch's (cuDNN's) GRU, the reset gate applied after the recurrent product::
-
-        Z       = sigmoid(x W_xz + h_prev W_hz + b_z)            (G1) update gate
-        R       = sigmoid(x W_xr + h_prev W_hr + b_r)            (G2) reset gate
-        h_tilde = tanh(x W_xh + b_h + R * (h_prev W_hh))         (G3a) candidate
-        h_next  = Z * h_prev + (1 - Z) * h_tilde                 (G4)
-
-    Args:
-        x: (B, D), the step's input.
-        state_prev: ``(h_prev,)``, (B, H).
-        layer: ``W_x{g}`` (D, H), ``W_h{g}`` (H, H), ``b_{g}`` (H,) for g in z, r, h.
-
-    Returns:
-        ``(h_next,)`` (B, H) and the cache for :func:`gru_after_step_backward`.
-    """
-    (h_prev,) = state_prev
-    a_z = x @ layer["W_xz"] + h_prev @ layer["W_hz"] + layer["b_z"]  # (G1)
-    z = sigmoid(a_z)  # (G1)
-    a_r = x @ layer["W_xr"] + h_prev @ layer["W_hr"] + layer["b_r"]  # (G2)
-    r = sigmoid(a_r)  # (G2)
-    hW = h_prev @ layer["W_hh"]  # (G3a) the output of W_hh
-    a_h = x @ layer["W_xh"] + layer["b_h"] + r * hW  # (G3a)
-    h_tilde = np.tanh(a_h)  # (G3a)
-    h_next = z * h_prev + (1.0 - z) * h_tilde  # (G4)
-    return (h_next,), (x, h_prev, z, r, hW, h_tilde)
-
-
-def gru_after_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> tuple:
-    """Backward of :func:`gru_after_step_forward` ((G4'), (G3a'), (G2'), (G1')).
-
-    Args:
-        dstate_next: ``(dh_next,)``, (B, H): the gradient reaching ``h_next`` by every path.
-        cache: from the forward step.
-        layer: the parameters of the forward step.
-
-    Returns:
-        ``dx`` (B, D); ``(dh_prev,)`` (B, H); this step's share of every parameter's gradient,
-        a dict with the keys of ``layer``.
-    """
-    (dh_next,) = dstate_next
-    x, h_prev, z, r, hW, h_tilde = cache
-    dz = dh_next * (h_prev - h_tilde)  # (G4') h_next = Z h_prev + (1 - Z) h_tilde, w.r.t. Z
-    dh_tilde = dh_next * (1.0 - z)  # (G4') ... w.r.t. h_tilde
-    dh_prev = dh_next * z  # (G4') ... w.r.t. h_prev: the direct path
-    da_h = dh_tilde * (1.0 - h_tilde * h_tilde)  # (G3') h_tilde = tanh(a_h)
-    dr = da_h * hW  # (G3a') a_h = x W_xh + b_h + R * hW, w.r.t. R
-    dhW = da_h * r  # (G3a') ... w.r.t. hW
-    dh_prev += dhW @ layer["W_hh"].T  # (G3a') hW = h_prev W_hh, w.r.t. h_prev
-    da_r = dr * r * (1.0 - r)  # (G2') R = sigmoid(a_r): sigmoid' = s (1 - s)
-    dh_prev += da_r @ layer["W_hr"].T  # (G2') a_r = x W_xr + h_prev W_hr + b_r, w.r.t. h_prev
-    da_z = dz * z * (1.0 - z)  # (G1') Z = sigmoid(a_z)
-    dh_prev += da_z @ layer["W_hz"].T  # (G1') a_z = x W_xz + h_prev W_hz + b_z, w.r.t. h_prev
-    # (G1', G2', G3a') a_g = x W_xg + h_prev W_hg + b_g for z and r, a_h = x W_xh + b_h + R * hW:
-    # x feeds all three gates; W_xg's gradient is x^T da_g (each of the B rows used it once),
-    # W_hg's h_prev^T da_g (h_prev^T dhW for W_hh), b_g's the sum of da_g's rows
-    dx = da_z @ layer["W_xz"].T + da_r @ layer["W_xr"].T + da_h @ layer["W_xh"].T
-    dlayer = {
-        "W_xz": x.T @ da_z, "W_hz": h_prev.T @ da_z, "b_z": da_z.sum(axis=0),  # (G1')
-        "W_xr": x.T @ da_r, "W_hr": h_prev.T @ da_r, "b_r": da_r.sum(axis=0),  # (G2')
-        "W_xh": x.T @ da_h, "W_hh": h_prev.T @ dhW, "b_h": da_h.sum(axis=0),  # (G3a')
+        "W_xh": x.T @ da_h, "W_hh": dW_hh, "b_h": da_h.sum(axis=0),  # (G3')
     }  # fmt: skip
     return dx, (dh_prev,), dlayer
 
@@ -336,10 +294,12 @@ CELLS = {
     cell.name: cell
     for cell in (
         Cell("rnn", "rnn", ("h",), ("h",), rnn_step_forward, rnn_step_backward),
-        Cell("gru_before", "gru", ("z", "r", "h"), ("h",), gru_before_step_forward,
-             gru_before_step_backward, reset="before"),
-        Cell("gru_after", "gru", ("z", "r", "h"), ("h",), gru_after_step_forward,
-             gru_after_step_backward, reset="after"),
+        Cell("gru_before", "gru", ("z", "r", "h"), ("h",),
+             partial(gru_step_forward, reset="before"), partial(gru_step_backward, reset="before"),
+             reset="before"),
+        Cell("gru_after", "gru", ("z", "r", "h"), ("h",),
+             partial(gru_step_forward, reset="after"), partial(gru_step_backward, reset="after"),
+             reset="after"),
         Cell("lstm", "lstm", ("i", "f", "o", "c"), ("h", "c"), lstm_step_forward,
              lstm_step_backward),
     )
