@@ -153,7 +153,8 @@ def _plant_help() -> str:
     note = (
         "A plant on W_h{g}, c or direct corrupts the gradient that flows back in time, so every "
         "step before the last gets it wrong: every row of the recurrent layers and the initial "
-        "state fail, the output layer's (W_hq, b_q) pass; with --steps 1 only H_0 or C_0 fails. "
+        "state fail, the output layer's (W_hq, b_q) pass; with --steps 1 only H_0 or C_0 fails "
+        "(and, for the book's GRU, whose W_hh also carries R's gradient, the reset gate's rows). "
         "A plant on dW_h{g} fails that row alone."
     )
     return "\n".join([*lines, "", textwrap.fill(note, 78)])

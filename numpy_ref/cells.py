@@ -18,6 +18,8 @@ step t+1 (B1, formed by the layer's loop in :mod:`numpy_ref.models`), and ``dc_n
 ``c_next`` from step t+1. The backward returns ``dx`` (B, D), ``dstate_prev`` (the gradient of
 ``state_prev`` through this step) and ``dlayer``: this step's share of every parameter's
 gradient, a dict with the keys of ``layer`` (the layer's loop adds the steps' shares, (B2)).
+How a parameter's gradient is assembled from these shares, over time and layers, is in the
+docstring of :mod:`numpy_ref.models` (three functions for ``dW_hh``, this module's the last).
 
 The backward walks the forward's lines in reverse, one chain-rule step per line: every gradient
 is ``d`` + the name of the forward array it belongs to (``da_h`` for ``a_h``), and each line's
