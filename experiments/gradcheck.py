@@ -11,7 +11,7 @@ JAX is installed, against ``jax.grad`` through the scan (``grad_mode="autodiff"`
 rnn_jax's own BPTT (``"bptt"``), both in float64 (``jax.enable_x64``); then the verdict.
 
 ``--plant NAME`` runs numpy_ref's backward with one term left out on purpose (the cell's step
-backward wrapped by :func:`planted_cell`, numpy_ref untouched): the rows that the missing term
+backward wrapped by :func:`numpy_ref.gradcheck.planted_cell`): the rows that the missing term
 feeds fail, the others pass, and which ones fail tells where the error is. ``--help`` lists the
 plants of each cell.
 
@@ -21,11 +21,10 @@ Exit codes: 0 every row passes; 1 some row fails (a plant); 2 bad input (one lin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,132 +32,22 @@ import numpy as np
 from experiments.cli import fail
 from experiments.config import ConfigError
 from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
-from numpy_ref.cells import CELLS, Cell
+from numpy_ref.cells import CELLS
 from numpy_ref.gradcheck import (
     EPS,
     FLOOR,
     REL_TOL,
     GradCheck,
+    Plant,
     analytic_gradients,
     check_model,
     compare,
+    planted_cell,
+    plants,
     problem,
     state_names,
 )
 from numpy_ref.spec import GRU_RESETS, KINDS, ModelSpec, Params, State, flatten_params
-
-StepOutput = tuple[np.ndarray, State, np.ndarray]  # da_x, dstate_prev, dW_h
-
-
-# --- plants: one backward term left out on purpose ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plant:
-    """A wrong derivation: ``corrupt`` takes a step backward's correct output and returns it with
-    one term left out.
-
-    Attributes:
-        name: the ``--plant`` value.
-        what: which term is missing, in docs/bptt.md's equations.
-        corrupt: ``(W_h, dstate_next, cache, (da_x, dstate_prev, dW_h)) -> the same, wrong``.
-    """
-
-    name: str
-    what: str
-    corrupt: Callable[[np.ndarray, State, tuple, StepOutput], StepOutput]
-
-
-def _block(W_h: np.ndarray, k: int) -> slice:
-    """The columns of gate k in the stacked (H, G*H) weights and (B, G*H) gradients."""
-    H = W_h.shape[0]
-    return slice(k * H, (k + 1) * H)
-
-
-def _drop_recurrent_term(k: int) -> Callable:
-    """dh_prev without ``dA_g W_hg^T``, the path from h_prev through gate k's recurrent product."""
-
-    def corrupt(W_h, dstate_next, cache, out):
-        da_x, (dh_prev, *rest), dW_h = out
-        g = _block(W_h, k)
-        return da_x, (dh_prev - da_x[:, g] @ W_h[:, g].T, *rest), dW_h
-
-    return corrupt
-
-
-def _drop_share(k: int) -> Callable:
-    """dW_h without gate k's block: the (B2) sum of W_hg never receives this step's share."""
-
-    def corrupt(W_h, dstate_next, cache, out):
-        da_x, dstate_prev, dW_h = out
-        dW_h = dW_h.copy()
-        dW_h[:, _block(W_h, k)] = 0.0
-        return da_x, dstate_prev, dW_h
-
-    return corrupt
-
-
-def _drop_memory_path(W_h, dstate_next, cache, out):
-    """LSTM: dc_prev = 0, the path C_t -> C_{t-1} through the forget gate cut."""
-    da_x, (dh_prev, dc_prev), dW_h = out
-    return da_x, (dh_prev, np.zeros_like(dc_prev)), dW_h
-
-
-def _drop_direct_path(W_h, dstate_next, cache, out):
-    """GRU: dh_prev without ``dH_t * Z_t``, the direct path of (G4'); Z is the cache's second."""
-    da_x, (dh_prev,), dW_h = out
-    return da_x, (dh_prev - dstate_next[0] * cache[1],), dW_h
-
-
-def _drop_candidate_term(reset: str) -> Callable:
-    """GRU: dh_prev without the candidate's recurrent path through W_hh (G3b' or G3a')."""
-
-    def corrupt(W_h, dstate_next, cache, out):
-        da_x, (dh_prev,), dW_h = out
-        g, r = _block(W_h, 2), cache[2]  # the candidate's block; R is the cache's third
-        da_h, W_hh = da_x[:, g], W_h[:, g]
-        term = (da_h @ W_hh.T) * r if reset == "before" else (da_h * r) @ W_hh.T
-        return da_x, (dh_prev - term,), dW_h
-
-    return corrupt
-
-
-# the equation of docs/bptt.md whose backward holds gate g's recurrent term, by kind
-_RECURRENT_TERM = {"rnn": {"h": "R1'"}, "gru": {"z": "G1'", "r": "G2'"},
-                   "lstm": dict.fromkeys("ifoc", "L1'-L4'")}  # fmt: skip
-
-
-def plants(cell: Cell) -> dict[str, Plant]:
-    """The plants offered for ``cell``, by name."""
-    found = []
-    for k, g in enumerate(cell.gates):
-        if cell.kind == "gru" and g == "h":
-            what = "dh_prev misses the candidate's path back through W_hh (G3b' or G3a')"
-            found.append(Plant("W_hh", what, _drop_candidate_term(cell.reset)))
-        else:
-            what = f"dh_prev misses dA_{g} W_h{g}^T, the path back through W_h{g}"
-            what += f" ({_RECURRENT_TERM[cell.kind][g]})"
-            found.append(Plant(f"W_h{g}", what, _drop_recurrent_term(k)))
-    if cell.kind == "lstm":
-        what = "dc_prev dropped: the memory path C_t -> C_(t-1) is cut (L5')"
-        found.append(Plant("c", what, _drop_memory_path))
-    if cell.kind == "gru":
-        what = "dh_prev misses the direct path dH_t * Z_t (G4')"
-        found.append(Plant("direct", what, _drop_direct_path))
-    for k, g in enumerate(cell.gates):
-        what = f"dW_h{g} misses every step's share H_(t-1)^T dA_{g} (B2)"
-        found.append(Plant(f"dW_h{g}", what, _drop_share(k)))
-    return {plant.name: plant for plant in found}
-
-
-def planted_cell(cell: Cell, plant: Plant) -> Cell:
-    """``cell`` whose step backward calls the correct one, then lets ``plant`` remove a term."""
-
-    def step_backward(W_h: np.ndarray, dstate_next: State, cache: tuple) -> StepOutput:
-        return plant.corrupt(W_h, dstate_next, cache, cell.step_backward(W_h, dstate_next, cache))
-
-    return dataclasses.replace(cell, step_backward=step_backward)
-
 
 # --- the check ---------------------------------------------------------------------------------
 
@@ -264,7 +153,8 @@ def _plant_help() -> str:
     note = (
         "A plant on W_h{g}, c or direct corrupts the gradient that flows back in time, so every "
         "step before the last gets it wrong: every row of the recurrent layers and the initial "
-        "state fail, the output layer's (W_hq, b_q) pass; with --steps 1 only H_0 or C_0 fails. "
+        "state fail, the output layer's (W_hq, b_q) pass; with --steps 1 only H_0 or C_0 fails "
+        "(and, for the book's GRU, whose W_hh also carries R's gradient, the reset gate's rows). "
         "A plant on dW_h{g} fails that row alone."
     )
     return "\n".join([*lines, "", textwrap.fill(note, 78)])

@@ -43,13 +43,7 @@ from experiments.flags import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, Parser
 from experiments.rundir import CHECKPOINT, save_figure
 from numpy_ref.checkpoint import load_checkpoint
 from numpy_ref.data import load_data_time_machine
-from numpy_ref.models import (
-    dense_all_steps_backward,
-    flat_targets,
-    forward_with_cache,
-    layer_backward,
-    softmax_cross_entropy,
-)
+from numpy_ref.models import flat_targets, forward_with_cache, layer_backward, softmax_cross_entropy
 from numpy_ref.spec import KINDS, ModelSpec, Params, begin_state, init_params, map_params
 from numpy_ref.vocab import Vocab
 
@@ -89,11 +83,11 @@ def hidden_gradient_norms(
     _, dlogits_mean = softmax_cross_entropy(logits.reshape(T * B, V), flat_targets(Y, X, V))
     dlogits_last = np.zeros_like(logits)  # (T, B, V): only the last step's loss
     _, dlogits_last[-1] = softmax_cross_entropy(logits[-1], Y[:, -1])
-    top = cache["layers"][-1]  # the layer whose H_t feed the output layer
+    top = params["layers"][-1], cache["steps"][-1]  # the layer whose H_t feed the output layer
     norms = []
     for dlogits in (dlogits_mean.reshape(T, B, V), dlogits_last):
-        dH_out, _, _ = dense_all_steps_backward(dlogits, cache["H_top"], params["W_hq"])  # (O1')
-        *_, dH = layer_backward(spec.cell, top["W_h"], top["steps"], dH_out)  # dH (T, B, H)
+        dH_out = dlogits @ params["W_hq"].T  # (O1') (T, B, H)
+        *_, dH = layer_backward(spec.cell, *top, dH_out)  # dH (T, B, H)
         norms.append(np.linalg.norm(dH.reshape(T, -1), axis=1))
     return Flow(label or spec.kind, *norms)
 

@@ -19,17 +19,20 @@ while a wrong or missing term in the backward gives an O(1) relative error on th
 touches. Elements below the floor 1e-3 are held to an absolute 1e-9, still 10x the noise of the
 difference. Only float64 has the digits for this: in float32 the rounding error alone is ~1e-2.
 
-``tests/test_numpy_grads.py`` and ``python -m experiments.gradcheck`` both use this module.
+``tests/test_numpy_grads.py`` and ``python -m experiments.gradcheck`` both use this module. Its
+*plants* (:func:`plants`) are wrong derivations on purpose: a cell's step backward with one term
+left out, to see which rows of the check fail.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from numpy_ref.cells import Cell
+from numpy_ref.cells import Cell, Layer
 from numpy_ref.models import (
     backward,
     flat_targets,
@@ -226,3 +229,95 @@ def check_model(
         numeric = numerical_gradient(loss_of(spec, params, X, Y, state, name), points[name])
         rows.append(compare(name, numeric, grad))
     return rows
+
+
+# --- plants: one backward term left out on purpose ---------------------------------------------
+
+StepOutput = tuple[np.ndarray, State, Layer]  # dx, dstate_prev, dlayer
+StepBackward = Callable[[State, tuple, Layer], StepOutput]
+
+
+@dataclass(frozen=True)
+class Plant:
+    """A wrong derivation: ``step_backward`` runs the correct step backward (its first argument)
+    in a way that leaves one term out.
+
+    Attributes:
+        name: the ``--plant`` value of ``python -m experiments.gradcheck``.
+        what: which term is missing, in docs/bptt.md's equations.
+        step_backward: ``(correct, dstate_next, cache, layer) -> (dx, dstate_prev, dlayer)``.
+    """
+
+    name: str
+    what: str
+    step_backward: Callable[[StepBackward, State, tuple, Layer], StepOutput]
+
+
+def _without_recurrent_weight(key: str) -> Callable:
+    """The step backward run as if ``W_hg`` were zero: in the backward, a recurrent weight only
+    carries the gradient back to ``h_prev`` (and, in the book's GRU, ``W_hh`` to R as well)."""
+
+    def step_backward(correct, dstate_next, cache, layer):
+        return correct(dstate_next, cache, {**layer, key: np.zeros_like(layer[key])})
+
+    return step_backward
+
+
+def _without_share(key: str) -> Callable:
+    """The step's share of ``dW_hg`` dropped: the (B2) sum never receives it."""
+
+    def step_backward(correct, dstate_next, cache, layer):
+        dx, dstate_prev, dlayer = correct(dstate_next, cache, layer)
+        return dx, dstate_prev, {**dlayer, key: np.zeros_like(dlayer[key])}
+
+    return step_backward
+
+
+def _without_memory_path(correct, dstate_next, cache, layer):
+    """LSTM: dc_prev = 0, the path C_t -> C_{t-1} through the forget gate cut."""
+    dx, (dh_prev, dc_prev), dlayer = correct(dstate_next, cache, layer)
+    return dx, (dh_prev, np.zeros_like(dc_prev)), dlayer
+
+
+def _without_direct_path(correct, dstate_next, cache, layer):
+    """GRU: dh_prev without ``dH_t * Z_t``, the direct path of (G4'); Z is the caches' third."""
+    dx, (dh_prev,), dlayer = correct(dstate_next, cache, layer)
+    return dx, (dh_prev - dstate_next[0] * cache[2],), dlayer
+
+
+# the equation of docs/bptt.md whose backward holds gate g's recurrent term, by cell
+_RECURRENT_TERM = {"rnn": {"h": "R1'"}, "gru_before": {"z": "G1'", "r": "G2'", "h": "G3b'"},
+                   "gru_after": {"z": "G1'", "r": "G2'", "h": "G3a'"},
+                   "lstm": dict.fromkeys("ifoc", "L1'-L4'")}  # fmt: skip
+
+
+def plants(cell: Cell) -> dict[str, Plant]:
+    """The plants offered for ``cell``, by name."""
+    found = []
+    for g in cell.gates:
+        what = f"dh_prev misses dA_{g} W_h{g}^T, the path back through W_h{g}"
+        if cell.name == "gru_before" and g == "h":
+            what = "dR and dh_prev miss the candidate's path back through W_hh"
+        elif cell.kind == "gru" and g == "h":
+            what = "dh_prev misses the candidate's path back through W_hh"
+        what += f" ({_RECURRENT_TERM[cell.name][g]}; the backward runs with W_h{g} = 0)"
+        found.append(Plant(f"W_h{g}", what, _without_recurrent_weight(f"W_h{g}")))
+    if cell.kind == "lstm":
+        what = "dc_prev dropped: the memory path C_t -> C_(t-1) is cut (L5')"
+        found.append(Plant("c", what, _without_memory_path))
+    if cell.kind == "gru":
+        what = "dh_prev misses the direct path dH_t * Z_t (G4')"
+        found.append(Plant("direct", what, _without_direct_path))
+    for g in cell.gates:
+        what = f"dW_h{g} misses every step's share H_(t-1)^T dA_{g} (B2)"
+        found.append(Plant(f"dW_h{g}", what, _without_share(f"W_h{g}")))
+    return {plant.name: plant for plant in found}
+
+
+def planted_cell(cell: Cell, plant: Plant) -> Cell:
+    """``cell`` whose step backward is ``plant``'s: the correct one with a term left out."""
+
+    def step_backward(dstate_next: State, cache: tuple, layer: Layer) -> StepOutput:
+        return plant.step_backward(cell.step_backward, dstate_next, cache, layer)
+
+    return dataclasses.replace(cell, step_backward=step_backward)

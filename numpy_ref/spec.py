@@ -181,6 +181,35 @@ def map_params(fn: Callable[..., Any], params: Params, *others: Params) -> Param
     )
 
 
+# --- the gates side by side: rnn_jax's packed form ----------------------------------------------
+
+
+def stack_layer(cell: Cell, layer: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One layer's per-gate arrays side by side, in the cell's gate order (``rnn_jax`` trains
+    in this form; numpy_ref keeps every gate its own matrix).
+
+    Returns:
+        ``W_x`` (D, G*H), ``W_h`` (H, G*H), ``b`` (G*H,), G the number of gates.
+    """
+
+    def stack(prefix: str) -> np.ndarray:
+        return np.concatenate([layer[f"{prefix}{g}"] for g in cell.gates], axis=-1)
+
+    return stack("W_x"), stack("W_h"), stack("b_")
+
+
+def unstack_layer(cell: Cell, W_x: np.ndarray, W_h: np.ndarray, b: np.ndarray) -> Params:
+    """Inverse of :func:`stack_layer`: the per-gate dict, in parameter order."""
+    G = len(cell.gates)
+    parts = {"W_x": np.split(W_x, G, axis=-1), "W_h": np.split(W_h, G, axis=-1),
+             "b_": np.split(b, G, axis=-1)}  # fmt: skip
+    return {
+        f"{prefix}{g}": np.ascontiguousarray(parts[prefix][i])
+        for i, g in enumerate(cell.gates)
+        for prefix in ("W_x", "W_h", "b_")
+    }
+
+
 # --- checks of the layout ----------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ import optax
 
 from numpy_ref import cells as np_cells
 from numpy_ref import loops
-from numpy_ref import models as np_models
+from numpy_ref import spec as np_spec
 from numpy_ref.loops import Batch, EpochStats
 from numpy_ref.spec import ModelSpec, Params, State, check_vocab_size, param_dtype
 from rnn_jax.cells import PACKED
@@ -49,12 +49,12 @@ TrainStep = Callable[
 
 def pack(spec: ModelSpec, params: Params, device: Any = None) -> Params:
     """The training step's form of ``params``: each layer's gates side by side, ``{"W_x" (D, G*H),
-    "W_h" (H, G*H), "b" (G*H,)}`` (``numpy_ref.models.stack_layer``); ``W_hq``, ``b_q`` as they
+    "W_h" (H, G*H), "b" (G*H,)}`` (``numpy_ref.spec.stack_layer``); ``W_hq``, ``b_q`` as they
     are. JAX arrays in new buffers on ``device`` (default: where ``params`` are), safe to donate.
     Stacked on the host: nothing to compile."""
     cell = np_cells.cell_for(spec)
     host = jax.tree.map(np.asarray, params)
-    layers = [dict(zip(PACKED, np_models.stack_layer(cell, layer), strict=True))
+    layers = [dict(zip(PACKED, np_spec.stack_layer(cell, layer), strict=True))
               for layer in host["layers"]]  # fmt: skip
     return to_jax({**host, "layers": layers}, device or device_of(params))
 
@@ -63,7 +63,7 @@ def unpack(spec: ModelSpec, packed: Params) -> Params:
     """The shared parameter dict of :func:`pack`'s form, on the same device."""
     cell = np_cells.cell_for(spec)
     host = jax.tree.map(np.asarray, packed)
-    layers = [np_models.unstack_layer(cell, *(lay[k] for k in PACKED)) for lay in host["layers"]]
+    layers = [np_spec.unstack_layer(cell, *(lay[k] for k in PACKED)) for lay in host["layers"]]
     return to_jax({**host, "layers": layers}, device_of(packed))
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from numpy_ref.cells import CELLS
 from numpy_ref.gradcheck import (
+    EPS,
     analytic_gradients,
     check_model,
     compare,
@@ -25,8 +26,8 @@ from numpy_ref.gradcheck import (
     problem,
     state_names,
 )
-from numpy_ref.models import backward, forward_with_cache, loss_and_grads
-from numpy_ref.spec import flatten_params
+from numpy_ref.models import backward, forward_loss, forward_with_cache, loss_and_grads
+from numpy_ref.spec import flatten_params, unflatten_params
 
 
 def assert_gradient_matches(numeric: np.ndarray, analytic: np.ndarray, name: str) -> None:
@@ -46,15 +47,28 @@ def test_every_gradient_matches_finite_differences(kind, reset, layers) -> None:
 
 
 @pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=CASE_IDS)
-def test_loss_and_grads_returns_the_checked_gradients(kind, reset, layers) -> None:
+def test_loss_and_grads_gives_the_derivative_of_forward_loss_in_any_direction(
+    kind, reset, layers
+) -> None:
+    """``loss_and_grads``' own gradient (not the check's copy of its steps) against one centred
+    difference of ``forward_loss`` along a random direction U through every parameter at once:
+    ``(L(p + eps U) - L(p - eps U)) / (2 eps) = <grads, U>`` up to ~1e-10 (numpy_ref.gradcheck's
+    error budget), far below the O(1) change a wrong or missing term makes."""
     spec, params, X, Y, state = problem(kind, layers, reset)
-    _, grads, _ = loss_and_grads(spec, params, X, Y, state)
-    checked = analytic_gradients(spec, params, X, Y, state)
-    flat_grads = flatten_params(grads)
-    assert list(flat_grads) == list(flatten_params(params))
-    for key, grad in flat_grads.items():
-        assert grad.dtype == np.float64
-        np.testing.assert_array_equal(grad, checked[key])
+    loss, grads, _ = loss_and_grads(spec, params, X, Y, state)
+    assert loss == forward_loss(spec, params, X, Y, state)[0]
+    rng = np.random.default_rng(7)
+    flat = flatten_params(params)
+    U = {key: rng.standard_normal(value.shape) for key, value in flat.items()}
+
+    def loss_at(step: float) -> float:
+        moved = unflatten_params({key: flat[key] + step * U[key] for key in flat})
+        return forward_loss(spec, moved, X, Y, state)[0]
+
+    numeric = (loss_at(EPS) - loss_at(-EPS)) / (2 * EPS)
+    analytic = sum(float(np.sum(g * U[key])) for key, g in flatten_params(grads).items())
+    assert [g.dtype for g in flatten_params(grads).values()] == [np.float64] * len(flat)
+    assert abs(numeric - analytic) < 1e-7 * max(1.0, abs(analytic)), (numeric, analytic)
 
 
 def test_gradient_check_catches_a_small_error() -> None:
@@ -78,9 +92,13 @@ def test_backward_runs_the_step_backward_of_the_cell_it_is_given() -> None:
     for key, grad in reference.items():
         np.testing.assert_array_equal(same[key], grad)
 
-    def no_recurrent_share(W_h, dstate_next, cache):
-        da_x, dstate_prev, dW_h = spec.cell.step_backward(W_h, dstate_next, cache)
-        return da_x, dstate_prev, 0.0 * dW_h
+    def no_recurrent_share(dstate_next, cache, layer):
+        dx, dstate_prev, dlayer = spec.cell.step_backward(dstate_next, cache, layer)
+        return (
+            dx,
+            dstate_prev,
+            {k: 0.0 * v if k.startswith("W_h") else v for k, v in dlayer.items()},
+        )
 
     cell = dataclasses.replace(spec.cell, step_backward=no_recurrent_share)
     changed = analytic_gradients(spec, params, X, Y, state, cell)
@@ -102,29 +120,33 @@ def test_step_backward_matches_finite_differences(name: str) -> None:
     """Every output of one cell's step backward, against the step forward alone: the loss is
     ``sum(G_k * state_next[k])`` with random weights ``G``, so ``dstate_next = G``."""
     cell = CELLS[name]
-    B, H, G = 3, 4, len(cell.gates)
+    B, D, H = 3, 5, 4  # batch, input, hidden
     rng = np.random.default_rng(1)
-    a_x = rng.normal(0, 1.0, (B, G * H))
-    W_h = rng.normal(0, 0.5, (H, G * H))
+    x = rng.normal(0, 1.0, (B, D))
+    layer = {}
+    for g in cell.gates:
+        layer |= {f"W_x{g}": rng.normal(0, 0.5, (D, H)), f"W_h{g}": rng.normal(0, 0.5, (H, H)),
+                  f"b_{g}": rng.normal(0, 0.5, H)}  # fmt: skip
     state_prev = tuple(rng.normal(0, 0.5, (B, H)) for _ in cell.states)
     weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.states)
 
-    def loss(W_h, state_prev, a_x) -> float:
-        state_next, _ = cell.step_forward(W_h, state_prev, a_x)
+    def loss(x, state_prev, layer) -> float:
+        state_next, _ = cell.step_forward(x, state_prev, layer)
         return float(sum(np.sum(g * s) for g, s in zip(weights, state_next, strict=True)))
 
-    _, cache = cell.step_forward(W_h, state_prev, a_x)
-    da_x, dstate_prev, dW_h = cell.step_backward(W_h, weights, cache)
-    assert_gradient_matches(
-        numerical_gradient(lambda a: loss(W_h, state_prev, a), a_x), da_x, "da_x"
-    )
-    assert_gradient_matches(
-        numerical_gradient(lambda w: loss(w, state_prev, a_x), W_h), dW_h, "dW_h"
-    )
+    _, cache = cell.step_forward(x, state_prev, layer)
+    dx, dstate_prev, dlayer = cell.step_backward(weights, cache, layer)
+    assert list(dlayer) == list(layer)
+    assert_gradient_matches(numerical_gradient(lambda a: loss(a, state_prev, layer), x), dx, "dx")
+    for key, value in layer.items():
+        numeric = numerical_gradient(
+            lambda w, key=key: loss(x, state_prev, {**layer, key: w}), value
+        )
+        assert_gradient_matches(numeric, dlayer[key], f"d{key}")
     for k, name_k in enumerate(cell.states):
 
         def loss_k(s: np.ndarray, k: int = k) -> float:
-            return loss(W_h, (*state_prev[:k], s, *state_prev[k + 1 :]), a_x)
+            return loss(x, (*state_prev[:k], s, *state_prev[k + 1 :]), layer)
 
         numeric = numerical_gradient(loss_k, state_prev[k])
         assert_gradient_matches(numeric, dstate_prev[k], f"d{name_k}_prev")

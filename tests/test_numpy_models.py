@@ -1,8 +1,9 @@
-"""The NumPy models' forward pass: shapes, dtypes, the state, the gather input, the output layer.
+"""The NumPy models: the forward pass against the book's step-by-step model, a tiny model by hand,
+shapes, dtypes, the state.
 
-Tolerances: float64 results computed two ways that differ only in the order of the sums (a
-blocked matrix product against a per-step one, ``np.add.at`` against a one-hot product) agree to
-a few units of roundoff, ``~ K * 2.2e-16`` for sums of ``K <= 10`` terms of size ~1: we use
+Tolerances: float64 results computed two ways that differ only in the order of the sums (layer by
+layer against all layers per step, an output product over all steps against one per step) agree
+to a few units of roundoff, ``~ K * 2.2e-16`` for sums of ``K <= 10`` terms of size ~1: we use
 ``rtol=1e-13``. Float32 against float64 from the same seed: weights differ by rounding
 (``6e-8`` relative) and a few dozen float32 operations follow, so ``rtol=1e-5``.
 """
@@ -18,13 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_ref.models import (
-    backward,
-    dense_all_steps,
     forward,
     forward_loss,
-    forward_with_cache,
-    gather_input,
-    gather_input_backward,
     loss_and_grads,
     softmax_cross_entropy,
 )
@@ -58,9 +54,7 @@ def naive_forward(spec, params, X, state):
     for t in range(T):
         x = one_hot(X[:, t], spec.vocab_size)  # (B, V)
         for index, layer in enumerate(params["layers"]):
-            a_x = np.concatenate([x @ layer[f"W_x{g}"] + layer[f"b_{g}"] for g in cell.gates], 1)
-            W_h = np.concatenate([layer[f"W_h{g}"] for g in cell.gates], axis=1)
-            new, _ = cell.step_forward(W_h, tuple(s[index] for s in state), a_x)
+            new, _ = cell.step_forward(x, tuple(s[index] for s in state), layer)
             for i, s in enumerate(new):
                 state[i][index] = s
             x = new[0]
@@ -80,32 +74,44 @@ def test_forward_equals_the_books_one_hot_step_by_step_model(kind, reset, layers
         np.testing.assert_allclose(s, e, rtol=ROUNDOFF, atol=ROUNDOFF)
 
 
-def test_gather_input_is_exactly_the_one_hot_product() -> None:
-    # Exact: each output element is 1.0 * w plus zeros, and both are exact in floating point.
-    rng = np.random.default_rng(0)
-    W = rng.standard_normal((7, 4))
-    tokens = rng.integers(0, 7, size=(5, 3))
-    gathered = gather_input(W, tokens)
-    assert gathered.shape == (5, 3, 4)
-    assert np.array_equal(gathered, one_hot(tokens, 7) @ W)
+def test_a_two_step_rnn_with_one_hidden_unit_by_hand() -> None:
+    """The loss, the final state and the gradients of W_hh, W_xh and b_h of a model small enough
+    to write out with Python floats: V = 2, H = 1, one example, two steps, the chain rule by hand
+    (docs/bptt.md (R1), (O1), (S1) and their backward; both tokens used once, so row v of dW_xh
+    is the da of the step that read token v)."""
+    spec = ModelSpec("rnn", vocab_size=2, num_hiddens=1)
+    w_x, w_hh, b_h, w_q, b_q, h0 = (0.5, -0.25), 2.0, 0.1, (1.0, -1.0), (0.0, 0.2), 0.3
+    params = {"layers": [{"W_xh": np.array([[w_x[0]], [w_x[1]]]), "W_hh": np.array([[w_hh]]),
+                          "b_h": np.array([b_h])}],
+              "W_hq": np.array([w_q]), "b_q": np.array(b_q)}  # fmt: skip
+    X, Y = np.array([[0, 1]]), np.array([[1, 0]])  # (B, T) = (1, 2)
+    h1 = math.tanh(w_x[0] + w_hh * h0 + b_h)  # (R1), step 1 reads token 0
+    h2 = math.tanh(w_x[1] + w_hh * h1 + b_h)  # step 2 reads token 1
 
+    def softmax(h: float) -> tuple[float, float]:  # (O1) logits h W_hq + b_q, then softmax
+        o = [h * w_q[v] + b_q[v] for v in (0, 1)]
+        z = math.exp(o[0]) + math.exp(o[1])
+        return math.exp(o[0]) / z, math.exp(o[1]) / z
 
-def test_gather_backward_is_the_one_hot_transpose_product_with_repeated_tokens() -> None:
-    rng = np.random.default_rng(1)
-    tokens = np.array([[0, 2, 2], [2, 5, 0]])  # repeats: add.at must sum them all
-    dA = rng.standard_normal((2, 3, 4))
-    dW = gather_input_backward(dA, tokens, 7)
-    expected = one_hot(tokens, 7).reshape(-1, 7).T @ dA.reshape(-1, 4)
-    np.testing.assert_allclose(dW, expected, rtol=ROUNDOFF, atol=ROUNDOFF)
-    assert not dW[[1, 3, 4, 6]].any()
+    p1, p2 = softmax(h1), softmax(h2)
+    loss = -(math.log(p1[1]) + math.log(p2[0])) / 2  # (S1) targets 1, then 0
+    # backward: dO_t = (p_t - onehot(y_t)) / 2, dH_t from above = dO_t W_hq^T
+    dh2 = ((p2[0] - 1) * w_q[0] + p2[1] * w_q[1]) / 2
+    dh1_above = (p1[0] * w_q[0] + (p1[1] - 1) * w_q[1]) / 2
+    da2 = dh2 * (1 - h2 * h2)  # (R1') step 2
+    dh1 = dh1_above + da2 * w_hh  # (B1) h1 feeds the output and step 2
+    da1 = dh1 * (1 - h1 * h1)  # (R1') step 1
+    dW_hh = h0 * da1 + h1 * da2  # (B2) the two steps' shares
 
-
-def test_output_layer_over_all_steps_equals_a_per_step_loop() -> None:
-    rng = np.random.default_rng(2)
-    H_all, W_hq, b_q = rng.standard_normal((5, 3, 4)), rng.standard_normal((4, 6)), rng.random(6)
-    logits = dense_all_steps(H_all, W_hq, b_q)
-    per_step = np.stack([H_all[t] @ W_hq + b_q for t in range(5)])
-    np.testing.assert_allclose(logits, per_step, rtol=ROUNDOFF, atol=ROUNDOFF)
+    state = (np.array([[[h0]]]),)  # (L, B, H)
+    assert forward_loss(spec, params, X, Y, state)[0] == pytest.approx(loss, rel=ROUNDOFF)
+    got_loss, grads, (h_final,) = loss_and_grads(spec, params, X, Y, state)
+    assert got_loss == pytest.approx(loss, rel=ROUNDOFF)
+    assert h_final[0, 0, 0] == pytest.approx(h2, rel=ROUNDOFF)
+    layer = grads["layers"][0]
+    assert layer["W_hh"][0, 0] == pytest.approx(dW_hh, rel=ROUNDOFF)
+    np.testing.assert_allclose(layer["W_xh"][:, 0], [da1, da2], rtol=ROUNDOFF)
+    assert layer["b_h"][0] == pytest.approx(da1 + da2, rel=ROUNDOFF)
 
 
 def test_loss_pairs_logit_row_t_b_with_target_y_b_t() -> None:
@@ -198,24 +204,6 @@ def test_fresh_model_starts_at_log_v_and_a_few_sgd_steps_lower_the_loss(kind, re
         params = sgd(params, grads, 1.0)
         loss, grads, _ = loss_and_grads(spec, params, X, Y, state)
     assert loss < first - 0.01
-
-
-def test_forward_loss_equals_loss_and_grads_loss() -> None:
-    spec, params, X, Y, state = random_case("lstm")
-    loss, state_a = forward_loss(spec, params, X, Y, state)
-    loss_b, _, state_b = loss_and_grads(spec, params, X, Y, state)
-    assert loss == loss_b
-    assert all(np.array_equal(a, b) for a, b in zip(state_a, state_b, strict=True))
-
-
-def test_backward_returns_grads_with_the_params_layout() -> None:
-    spec, params, X, _, state = random_case("gru", layers=3)
-    logits, _, cache = forward_with_cache(spec, params, X, state)
-    grads, dstate = backward(spec, params, cache, np.ones_like(logits))
-    assert list(flatten_params(grads)) == list(flatten_params(params))
-    for key, value in flatten_params(params).items():
-        assert flatten_params(grads)[key].shape == value.shape
-    assert [s.shape for s in dstate] == [state[0].shape]
 
 
 @settings(max_examples=40, deadline=None)
