@@ -76,7 +76,7 @@ def materialized(a: Array) -> Array:
     """``a`` written out as an array of its own (``lax.optimization_barrier``), so that XLA does
     not fold a transpose into the product that reads it: XLA's CPU backend runs a product whose
     left operand is transposed in a generic path instead of YNNPACK, for (B2), (H, N) x (N, G*H),
-    at half the rate (``python -m experiments.bench_probes products``, docs/performance.md)."""
+    at half the rate (``python -m tools.bench_probes products``, docs/performance.md)."""
     return lax.optimization_barrier(a)
 
 

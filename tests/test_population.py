@@ -25,7 +25,8 @@ import pytest
 from conftest import VARIANT_IDS, VARIANTS, rel_diff
 
 import rnn_jax
-from experiments import cli, table
+from experiments.analysis import table
+from experiments.sections import command
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 from numpy_ref.population import Member, grid, stack, unstack
 from numpy_ref.spec import ModelSpec, init_params
@@ -240,7 +241,7 @@ TINY = ["--epochs", "3", "--hidden", "8", "--max-tokens", "2000"]
 
 def test_a_jax_population_writes_every_member_and_the_aggregate(tmp_path, capsys) -> None:
     out = tmp_path / "pop"
-    code = cli.main("lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2",
+    code = command.main("lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2",
                              "--out", str(out)])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0
@@ -268,19 +269,20 @@ def _table(capsys, *paths: Path) -> str:
 
 @pytest.mark.parametrize("impl", ["jax", "numpy"])
 def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsys) -> None:
-    from experiments import population
-    from experiments.runner import RunInterrupted
+    from experiments.populations import population
+    from experiments.populations.runner import run_population
+    from experiments.run.runner import RunInterrupted
 
     argv = [*TINY, "--epochs", "4", "--impl", impl, "--seeds", "0,1", "--checkpoint-every", "2"]
-    assert cli.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert command.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0
     config, _ = _population_config("gru", [*argv, "--out", str(tmp_path / "cut")])
     calls = iter(range(10**6))
     saved = {"jax": "epoch 2 of every member is saved", "numpy": "seed0-lr1-theta1: .* epoch 2 "
              "is saved in .*cut/seed0-lr1-theta1/checkpoint.npz"}[impl]  # fmt: skip
     with pytest.raises(RunInterrupted, match=f"{saved}.*--resume {tmp_path / 'cut'}$"):
-        population.run_population(config, population.start(config, False),
+        run_population(config, population.start(config, False),
                                   stop=lambda: next(calls) >= 2)  # in epoch 3  # fmt: skip
-    assert cli.main("gru", ["--resume", str(tmp_path / "cut")]) == 0
+    assert command.main("gru", ["--resume", str(tmp_path / "cut")]) == 0
     for m in ("seed0-lr1-theta1", "seed1-lr1-theta1"):
         a = (tmp_path / "cut" / m / "metrics.jsonl").read_text().splitlines()
         b = (tmp_path / "whole" / m / "metrics.jsonl").read_text().splitlines()
@@ -292,16 +294,16 @@ def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsy
 
 
 def _population_config(section, argv):
-    from experiments import flags
+    from experiments.run import flags
 
     args = flags.build_parser(section).parse_args(argv)
-    (config,), resume = flags.configs_from_args(section, args, "cmd")
+    (config,), resume = command.configs_from_args(section, args, "cmd")
     return config, resume
 
 
 def test_a_diverging_member_stops_alone_and_the_command_says_so(tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
-    code = cli.main("rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30",
+    code = command.main("rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30",
                                     "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 3 and "1 of 2 members diverged (seed0-lr1e+30-theta1)" in err

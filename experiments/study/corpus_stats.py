@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from experiments.config import ConfigError
-from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
+from experiments.run.config import ConfigError
+from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser
 from numpy_ref.corpus import read_time_machine
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 
@@ -56,7 +56,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print("\n".join(lines))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

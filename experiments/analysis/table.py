@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.config import IMPLS, ITERS, SECTIONS
-from experiments.rundir import METRICS, SUMMARY, read_metrics
+from experiments.run.config import IMPLS, ITERS, SECTIONS
+from experiments.run.rundir import METRICS, SUMMARY, read_metrics
 
 COLUMNS = ("section", "impl", "iter", "lr, θ", "runs", "epochs", "train ppl", "late ppl",
            "val ppl", "best val ppl (epoch)", "tokens/s (median)", "device", "machine", "date",
@@ -155,7 +155,7 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
 def plot_populations(summaries: Sequence[tuple[Path, dict[str, Any]]], path: Path) -> None:
     """One panel per (section, iteration): each population's first setting as a band per
     implementation (its members' train and validation perplexity per epoch)."""
-    from experiments.plots import plot_spread_grid
+    from experiments.run.plots import plot_spread_grid
 
     panels: dict[str, dict[str, list]] = {}
     for folder, s in sorted(summaries, key=lambda item: _order(item[1])):
@@ -220,7 +220,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: skipped {len(empty)} path(s) without {SUMMARY}: "
               f"{' '.join(map(str, empty))}", file=sys.stderr)  # fmt: skip
     return 2 if damaged else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.cli import fail
-from experiments.config import ConfigError
-from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
+from experiments.run.cli import fail
+from experiments.run.config import ConfigError
+from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser
 from numpy_ref.cells import CELLS, Cell
 from numpy_ref.gradcheck import (
     EPS,
@@ -328,7 +327,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"{len(failed)} of {len(rows)} rows fail: {', '.join(failed)}")
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,17 +30,16 @@ the mean loss on top, the last step's loss below, log scale. Exit code 2 for bad
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from experiments.cli import fail
-from experiments.config import ConfigError
-from experiments.flags import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, Parser
-from experiments.rundir import CHECKPOINT, save_figure
+from experiments.run.cli import fail
+from experiments.run.config import ConfigError
+from experiments.run.flags import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, Parser
+from experiments.run.rundir import CHECKPOINT, save_figure
 from numpy_ref.checkpoint import load_checkpoint
 from numpy_ref.data import load_data_time_machine
 from numpy_ref.models import (
@@ -237,7 +236,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, f"cannot write --out {args.out}: {err}", 1)
     print(f"figure: {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

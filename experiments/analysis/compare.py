@@ -12,7 +12,7 @@ float32 rounding at first and drift apart slowly (float32 summation orders diffe
 writes its own run directory ``DIR/<impl>``; the comparison adds ``compare.md`` (the table),
 ``compare.json`` and ``compare.png`` (train solid, validation dashed) to ``DIR``, by default
 ``runs/compare-<section>-<iter>``. With ``--seeds`` every implementation trains a population over
-the same seeds and the table compares distributions (:mod:`experiments.compare_seeds`).
+the same seeds and the table compares distributions (:mod:`experiments.analysis.compare_seeds`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import rundir, runtime, signals
-from experiments.cli import fail, stopped
-from experiments.config import (
+from experiments.run import rundir, runtime, signals
+from experiments.run.cli import fail, stopped
+from experiments.run.config import (
     IMPLS,
     ITERS,
     QUICK_EPOCHS,
@@ -34,10 +34,10 @@ from experiments.config import (
     RunConfig,
     section_config,
 )
-from experiments.flags import Parser, add_run_flags, overrides_from_args, seed_count
-from experiments.plots import plot_comparison
-from experiments.records import RunResult
-from experiments.runner import RunStopped, run_experiment, start
+from experiments.run.flags import Parser, add_run_flags, overrides_from_args, seed_count
+from experiments.run.plots import plot_comparison
+from experiments.run.records import RunResult
+from experiments.run.runner import RunStopped, run_experiment, start
 
 TABLE = "compare.md"
 JSON = "compare.json"
@@ -203,9 +203,10 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the comparison; the exit codes of the section scripts (:mod:`experiments.cli`)."""
-    from experiments import compare_seeds
-    from experiments.cli import run_population_with_progress, run_with_progress
+    """Run the comparison; the exit codes of the section scripts (:mod:`experiments.run.cli`)."""
+    from experiments.analysis import compare_seeds
+    from experiments.populations.runner import run_population_with_progress
+    from experiments.run.cli import run_with_progress
 
     prog = "experiments.compare"
     with signals.catching(prog) as stop:
@@ -243,7 +244,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(comparison.table())
     print(f"comparison: {out / TABLE}, {out / PLOT}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@
 
 A step is what one minibatch of training costs: forward, backward, clipping to theta = 1, SGD
 update, on a (B, T) = (32, 35) minibatch of a V = 28 vocabulary, as in the book; the steps of
-every implementation are in experiments/bench_steps.py.
+every implementation are in experiments/benchmarks/bench_steps.py.
 
 Each step is timed alone (JAX: until the loss is ready). The implementations of a configuration
 take turns in blocks of 10 timed steps, each after 3 untimed steps, so that a disturbance
@@ -25,7 +25,8 @@ GRU is the PyTorch variant (reset gate after the recurrent product) so that ever
 computes the same function.
 
 A full run (not ``--quick``) also times loading a generated ``--corpus-mb`` MB text
-(experiments/bench_corpus.py, the book repeated) as chars and as words; ``--corpus-mb 0`` skips it.
+(experiments/benchmarks/bench_corpus.py, the book repeated) as chars and as words; ``--corpus-mb
+0`` skips it.
 """
 
 from __future__ import annotations
@@ -35,60 +36,39 @@ import datetime
 import os
 import platform
 import statistics
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments import runtime
-from experiments.backends import cpu_description
-from experiments.bench_steps import (
+from experiments.benchmarks.bench_steps import (
     BATCH,
     DEVICES,
     LR,
     STEPS,
     THETA,
     VOCAB,
-    Step,
     compile_times,
     make_steps,
 )
-from experiments.cli import fail
-from experiments.config import ConfigError
-from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
-from experiments.rundir import write_json
+from experiments.benchmarks.measure import (
+    BLOCK,
+    CONFIGS,
+    DEFAULT_CONFIGS,
+    SETTLE,
+    BenchConfig,
+    measure,
+)
+from experiments.run import runtime
+from experiments.run.backends import cpu_description
+from experiments.run.cli import fail
+from experiments.run.config import ConfigError
+from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser, add_runtime_flags
+from experiments.run.rundir import write_json
 from numpy_ref.corpus import CorpusError, CorpusUnavailableError, find_time_machine
-from numpy_ref.spec import ModelSpec
 
-BLOCK, SETTLE = 10, 3  # timed steps per turn, untimed steps before them
 CORPUS_MB = 100  # the text of the corpus figures in a full run
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    name: str
-    kind: str
-    num_hiddens: int
-    num_layers: int = 1
-    note: str = ""
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec(self.kind, VOCAB, self.num_hiddens, self.num_layers, "after")
-
-
-CONFIGS = {
-    c.name: c
-    for c in (
-        BenchConfig("rnn-scratch", "rnn", 512, note="d2l 8.5"),
-        BenchConfig("rnn", "rnn", 256, note="d2l 8.6"),
-        BenchConfig("gru", "gru", 256, note="d2l 9.1 (reset after)"),
-        BenchConfig("lstm", "lstm", 256, note="d2l 9.2"),
-        BenchConfig("deep-lstm", "lstm", 256, 2, note="d2l 9.3"),
-    )
-}
-DEFAULT_CONFIGS = ("rnn-scratch", "rnn", "gru", "lstm", "deep-lstm")
 IMPLS = ("numpy", "jax-bptt", "jax-autodiff", "torch", "torch-scratch")
 
 
@@ -105,54 +85,6 @@ class Result:
     cpu_vs_torch: float | None = None  # PyTorch's cpu_ms / this one's
     vs_numpy: float | None = None
     vs_torch: float | None = None
-
-
-# --- measuring -----------------------------------------------------------------------------------
-
-
-def measure(
-    steps: dict[str, Step],
-    warmup: int,
-    repeats: int,
-    block: int = BLOCK,
-    settle: int = SETTLE,
-    clock: Callable[[], float] = time.perf_counter,
-    cpu_times: dict[str, list[float]] | None = None,
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Time every step (module docstring): the first call alone, ``warmup`` untimed calls, then
-    ``repeats`` timed calls each, in turns of ``block`` after ``settle`` untimed calls.
-
-    Args:
-        cpu_times: if given, filled with the process CPU time (``time.process_time``, every
-            thread) of every timed call, per step.
-
-    Returns:
-        ``(times, first)``: the seconds of every timed call and of the first call, per step.
-    """
-    cpu: dict[str, list[float]] = cpu_times if cpu_times is not None else {}
-
-    def timed(step: Step, name: str | None = None) -> float:
-        start, start_cpu = clock(), time.process_time()
-        step()
-        seconds = clock() - start
-        if name is not None:
-            cpu.setdefault(name, []).append(time.process_time() - start_cpu)
-        return seconds
-
-    first = {}
-    for name, step in steps.items():
-        first[name] = timed(step)
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps)
-    for r in range(-(-repeats // block)):  # take turns by blocks, in a rotating order
-        for name in order[r % len(order) :] + order[: r % len(order)]:
-            for _ in range(settle):  # lets the previous implementation's threads go idle
-                steps[name]()
-            for _ in range(min(block, repeats - r * block)):
-                times[name].append(timed(steps[name], name))
-    return times, first
 
 
 def summarize(
@@ -304,10 +236,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"also time loading a MB MB text (default {CORPUS_MB}, "
                              f"0 with --quick; 0: skip)")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    runtime.add_flags(parser)
+    add_runtime_flags(parser)
     parser.add_argument("--population", metavar="1,4,16", type=_counts,
                         help="instead: a population of each size against PyTorch's runs in turn "
-                             "(experiments/bench_population.py)")  # fmt: skip
+                             "(experiments/benchmarks/bench_population.py)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 10, 1
@@ -355,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
           f"compile cache {settings['compile_cache'] or 'off'}; "
           f"malloc {settings['malloc']}")  # fmt: skip
     if args.population:
-        from experiments import bench_population
+        from experiments.benchmarks import bench_population
 
         print(f"B={BATCH} T={STEPS} V={VOCAB}, float32; {bench_population.CHUNK} training steps "
               f"per call, median of {args.repeats} calls, interleaved\n")  # fmt: skip
@@ -380,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(config_results) + "\n", flush=True)
     corpus = None
     if args.corpus_mb:
-        from experiments.bench_corpus import bench_corpus, format_result
+        from experiments.benchmarks.bench_corpus import bench_corpus, format_result
 
         corpus = bench_corpus(args.corpus_mb)
         print(f"corpus: {args.corpus_mb} MB (experiments/bench_corpus.py)")
@@ -392,7 +324,3 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             return fail(prog, f"--json {args.json}: {err.strerror or err}", 1)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

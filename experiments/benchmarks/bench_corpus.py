@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.backends import cpu_description
+from experiments.run.backends import cpu_description
 from numpy_ref.corpus import CorpusError, CorpusUnavailableError, find_time_machine
 
 ROOT = Path(__file__).resolve().parents[1]  # the subprocesses import numpy_ref from here
@@ -210,7 +210,3 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
