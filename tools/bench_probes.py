@@ -194,7 +194,10 @@ def inputs(repeats: int) -> list[str]:
     import jax
     import jax.numpy as jnp
 
-    from rnn_jax.models import gather_rows
+    def gather_rows(W_x, b, tokens):  # rnn_jax's layer 0 until 98024bd: [one-hot | 1] [W_x ; b]
+        hot = jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype)
+        ones = jnp.ones((*hot.shape[:-1], 1), hot.dtype)
+        return jnp.concatenate([hot, ones], axis=-1) @ jnp.concatenate([W_x, b[None]], axis=0)
 
     rng = np.random.default_rng(0)
     parts = [jnp.asarray(rng.standard_normal((VOCAB, 256)).astype(np.float32)) for _ in range(4)]
