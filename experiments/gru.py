@@ -9,7 +9,7 @@ to compare the two PyTorch models on the "after" variant).
     python -m experiments.gru --impl jax             # the book's full run with rnn_jax
     python -m experiments.gru --impl torch --device cuda
 
-All flags: ``--help``; all of them are described in experiments/cli.py.
+All flags: ``--help``; all of them are described in experiments/run/flags.py.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ SECTION = "gru"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the script with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    from experiments import cli
+    from experiments.sections import command
 
-    return cli.main(SECTION, argv)
+    return command.main(SECTION, argv)
 
 
 if __name__ == "__main__":
-    from experiments.signals import catch_early
+    from experiments.run.signals import catch_early
 
     catch_early()  # a Ctrl-C during the imports: one line and exit 130, never a traceback
     sys.exit(main())

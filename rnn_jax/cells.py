@@ -12,7 +12,7 @@ h``; lstm ``i, f, o, c``), so that a step costs one product instead of G::
 **Features-major.** Inside the recurrence every array is kept transposed against the book's
 rows: a state is (H, B), a step's gates (G*H, B), a whole sequence (K, T, B). A step's product
 is then ``W_h^T h`` (G*H, H) x (H, B), which XLA's CPU backend runs a quarter to a third faster
-than ``h W_h`` (B, H) x (H, G*H) (``python -m experiments.bench_probes recurrent``,
+than ``h W_h`` (B, H) x (H, G*H) (``python -m tools.bench_probes recurrent``,
 docs/performance.md), and a gate is a block of rows (axis 0, :data:`FEATURES`). The equations
 below are written in the book's rows; :func:`rnn_jax.models.apply` keeps every sequence in the
 cells' layout, as columns (K, T, B), and turns only its interface into rows.

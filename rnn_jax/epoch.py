@@ -49,12 +49,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from numpy_ref.loops import EpochStats, perplexity_of
 from numpy_ref.population import max_batches, stack, unstack
 from numpy_ref.spec import ModelSpec, Params, begin_state
 from rnn_jax.cells import pack_layers, unpack_layers
 from rnn_jax.models import EVALUATE, mean_loss
+from rnn_jax.sharding import BATCH, MEMBER, global_array, local_rows
 from rnn_jax.training import init_opt_state, train_step_fn
 
 Array = jax.Array
@@ -180,11 +183,6 @@ class Placement:
         the axis of the batch rows, split under data parallelism."""
         if self.mesh is None:
             return jax.device_put(jax.tree.map(np.asarray, local), self.device)
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        from rnn_jax.sharding import BATCH, MEMBER, global_array
-
         if self.split == "batch":
             spec = [None] * (rows + 1) if rows is not None else []
             if rows is not None:
@@ -204,8 +202,6 @@ class Placement:
         """This process's members' rows of (M, ...) arrays, as NumPy."""
         if self.mesh is None or self.split == "batch":
             return jax.tree.map(np.asarray, tree)
-        from rnn_jax.sharding import local_rows
-
         return local_rows(tree)
 
 
@@ -394,6 +390,26 @@ def evaluate(
     return [s.perplexity for s in stats]
 
 
-def epoch_steps(corpus_length: int, batch_shape: tuple[int, int], random: bool) -> int:
-    """The most minibatches one pass over a corpus of ``corpus_length`` tokens yields."""
-    return max_batches(corpus_length, *batch_shape, random)
+def data_parallel_train_epoch(
+    spec: Any,
+    params: Any,
+    loader: Any,
+    lr: float,
+    theta: float,
+    use_random_iter: bool,
+    mesh: Mesh,
+    grad_mode: str = "bptt",
+) -> tuple[Any, Any]:
+    """One epoch of one model, data-parallel over ``mesh``'s batch axis: the rows of every
+    minibatch and of the state split over the devices, the parameters replicated, XLA reducing
+    the gradients; the epoch is this module's program.
+
+    Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does (the parameters as NumPy).
+    """
+    place = Placement(mesh, split="batch")
+    host = jax.tree.map(np.asarray, params)
+    members = Members.create(spec, [host], [(lr, theta)], place)
+    shape = (loader.batch_size, loader.num_steps)
+    steps = max_batches(len(loader.corpus), *shape, loader.use_random_iter)
+    (stats,) = train_epoch(members, [loader], use_random_iter, shape, steps, grad_mode=grad_mode)
+    return members.to_numpy()[0], stats

@@ -121,35 +121,3 @@ def local_rows(tree: Any) -> Any:
         return np.concatenate([unique[k] for k in sorted(unique)])
 
     return jax.tree.map(rows, tree)
-
-
-# --- data parallelism of one model --------------------------------------------------------------
-
-
-def data_parallel_train_epoch(
-    spec: Any,
-    params: Any,
-    loader: Any,
-    lr: float,
-    theta: float,
-    use_random_iter: bool,
-    mesh: Mesh,
-    grad_mode: str = "bptt",
-) -> tuple[Any, Any]:
-    """One epoch of one model, data-parallel over ``mesh``'s batch axis: the rows of every
-    minibatch and of the state split over the devices, the parameters replicated, XLA reducing
-    the gradients; the epoch is the compiled program of :mod:`rnn_jax.epoch`.
-
-    Returns ``(params, EpochStats)`` as ``rnn_jax.train_epoch`` does (the parameters as NumPy).
-    """
-    from numpy_ref.population import max_batches
-    from rnn_jax import epoch
-
-    place = epoch.Placement(mesh, split="batch")
-    host = jax.tree.map(np.asarray, params)
-    members = epoch.Members.create(spec, [host], [(lr, theta)], place)
-    shape = (loader.batch_size, loader.num_steps)
-    steps = max_batches(len(loader.corpus), *shape, loader.use_random_iter)
-    (stats,) = epoch.train_epoch(members, [loader], use_random_iter, shape, steps,
-                                 grad_mode=grad_mode)  # fmt: skip
-    return members.to_numpy()[0], stats

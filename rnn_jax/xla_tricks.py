@@ -30,7 +30,7 @@ In this module:
 - ``scan_columns(..., writable=k)`` -- **outputs written over the inputs a step has read**: each
   output goes over a same-shaped input of ``xs[k:]`` instead of a new array of zeros, which XLA
   filled and copied every step (2.5 + 0.5 ms of a 29 ms LSTM step, ``bench_probes profile``).
-  ``python -m experiments.bench_probes versus --rev 2dd6aa6`` (2026-11-29, about 16:20, idle, one
+  ``python -m tools.bench_probes versus --rev 2dd6aa6`` (2026-11-29, about 16:20, idle, one
   thread; commit 0bbc278, whose message says 16:40), jax-bptt median ms before -> after:
   rnn-scratch 24.81 -> 23.10, rnn 7.50 -> 6.88, gru 21.52 -> 21.02, lstm 27.56 -> 27.07,
   deep-lstm 74.92 -> 73.09 (performance.md, kept 11). Where the step reads the overwritten
@@ -73,7 +73,7 @@ def materialized(a: Array) -> Array:
     """``a`` written out as an array of its own (``lax.optimization_barrier``), so that XLA does
     not fold a transpose into the product that reads it: XLA's CPU backend runs a product whose
     left operand is transposed in a generic path instead of YNNPACK, for (B2), (H, N) x (N, G*H),
-    at half the rate (``python -m experiments.bench_probes products``, docs/performance.md)."""
+    at half the rate (``python -m tools.bench_probes products``, docs/performance.md)."""
     return lax.optimization_barrier(a)
 
 

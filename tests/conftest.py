@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from experiments.runtime import default_threads, set_xla_flags  # noqa: E402
+from experiments.run.runtime import default_threads, set_xla_flags  # noqa: E402
 from numpy_ref.cells import CELLS  # noqa: E402
 from numpy_ref.corpus import DATA_DIR_ENV, FILE_NAME  # noqa: E402
 from numpy_ref.spec import ModelSpec, flatten_params  # noqa: E402

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import compare
-from experiments.rundir import CHECKPOINT
+from experiments.analysis import compare
+from experiments.run.rundir import CHECKPOINT
 from numpy_ref.spec import flatten_params
 
 pytestmark = pytest.mark.usefixtures("corpus_env")
@@ -84,11 +84,11 @@ def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys
 
 
 def test_a_sweep_is_not_compared_as_one_distribution(tmp_path, capsys) -> None:
-    from experiments import cli
+    from experiments.sections import command
 
     sweep = tmp_path / "sweep"
     argv = ["--epochs", "1", *TINY, "--seeds", "0", "--lr", "0.5,1", "--out", str(sweep)]
-    assert cli.main("gru", argv) == 0
+    assert command.main("gru", argv) == 0
     capsys.readouterr()
     assert compare.main(["--populations", str(sweep), "--out", str(tmp_path / "c")]) == 2
     assert (

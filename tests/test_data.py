@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments import bench_corpus
+from experiments.benchmarks import bench_corpus
 from numpy_ref.corpus import read_time_machine
 from numpy_ref.data import (
     SeqDataLoader,
@@ -249,7 +249,7 @@ def test_a_corpus_of_text_instead_of_indices_is_refused() -> None:
         SeqDataLoader(np.array(list("abcdefghijklmnopqrstuvwxyz")), 2, 3)
 
 
-# --- the loading benchmark (experiments/bench_corpus.py) -----------------------------------------
+# --- the loading benchmark (experiments/benchmarks/bench_corpus.py) ------------------------------
 
 
 def test_bench_corpus_measures_both_token_kinds_in_fresh_processes(tmp_path: Path) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cli, runner
-from experiments.config import section_config
-from experiments.rundir import CHECKPOINT, CONFIG, METRICS, STAGING, SUMMARY
+from experiments.run import runner
+from experiments.run.config import section_config
+from experiments.run.rundir import CHECKPOINT, CONFIG, METRICS, STAGING, SUMMARY
+from experiments.sections import command
 from numpy_ref.checkpoint import load_checkpoint
 from numpy_ref.spec import flatten_params
 
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("corpus_env")
 
 
 def run_main(capsys, *argv: str, section: str = "gru") -> tuple[int, str]:
-    code = cli.main(section, list(argv))
+    code = command.main(section, list(argv))
     return code, capsys.readouterr().err
 
 
@@ -53,7 +54,7 @@ def reference(tmp_path_factory, corpus_file) -> dict[str, Path]:
             with pytest.MonkeyPatch.context() as mp:
                 for key, value in env.items():
                     mp.setenv(key, value)
-                assert cli.main("gru", [*RUN, "--impl", impl, "--out", str(out / "run")]) == 0
+                assert command.main("gru", [*RUN, "--impl", impl, "--out", str(out / "run")]) == 0
             made[impl] = out / "run"
         return made[impl]
 
@@ -286,7 +287,7 @@ def test_every_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch, cap
 
 
 def test_table_names_a_damaged_run_skips_it_and_goes_on(tmp_path, capsys) -> None:
-    from experiments import table
+    from experiments.analysis import table
 
     for name in ("good", "bad"):
         assert run_main(capsys, *TINY, "--out", str(tmp_path / name))[0] == 0
@@ -314,7 +315,7 @@ def test_any_unicode_text_trains_or_fails_with_one_line(tmp_path_factory, capsys
         argv = ["--data", str(data), "--epochs", "1", "--hidden", "4", "--batch-size", "2",
                 "--num-steps", "3", "--val-fraction", "0", "--out",
                 str(folder / "run")]  # fmt: skip
-        code = cli.main("gru", argv)
+        code = command.main("gru", argv)
         captured = capsys.readouterr()
         assert code in (0, 2), captured.err
         if code == 2:

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 import experiments
-from experiments import cli, flags, table
-from experiments.config import ConfigError, section_config
-from experiments.rundir import CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY
+from experiments.analysis import table
+from experiments.run import flags
+from experiments.run.config import ConfigError, section_config
+from experiments.run.rundir import CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY
+from experiments.sections import command
 
 pytestmark = pytest.mark.usefixtures("corpus_env")
 
@@ -29,7 +31,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], section: str, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(section, list(argv))
+    code = command.main(section, list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -187,8 +189,9 @@ def test_the_numpy_impl_needs_neither_jax_nor_torch(tmp_path: Path) -> None:
         "import sys\n"
         "for name in ('torch', 'jax', 'jaxlib', 'optax'):\n"
         "    sys.modules[name] = None  # any import of them now fails\n"
-        "from experiments import bench, cli, compare, table\n"
-        f"sys.exit(cli.main('gru', {[*TINY, '--out', str(tmp_path)]!r}))\n"
+        "from experiments import bench, compare, table\n"
+        "from experiments.sections import command\n"
+        f"sys.exit(command.main('gru', {[*TINY, '--out', str(tmp_path)]!r}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,
@@ -228,7 +231,7 @@ def test_sections_carry_the_books_settings() -> None:
 
 def configs_of(section: str, argv: list[str]) -> list:
     args = flags.build_parser(section).parse_args(argv)
-    return flags.configs_from_args(section, args, "a command")[0]
+    return command.configs_from_args(section, args, "a command")[0]
 
 
 def test_rnn_scratch_runs_both_iterations_by_default() -> None:
@@ -350,7 +353,7 @@ def test_table_collects_the_summaries(capsys: pytest.CaptureFixture[str], tmp_pa
 
 
 def test_a_model_that_repeats_one_character_gets_a_note_saying_why() -> None:
-    from experiments.runner import EpochRecord, RunResult
+    from experiments.run.runner import EpochRecord, RunResult
 
     config = section_config("lstm", num_epochs=10)
     result = RunResult(config, Path("x"), "cpu:0", [EpochRecord(1, 5.0, None, 1.0, 1.0)])

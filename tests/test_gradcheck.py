@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import gradcheck
+from experiments.study import gradcheck
 from numpy_ref.cells import CELLS
 from numpy_ref.gradcheck import problem
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import gradient_flow
+from experiments.study import gradient_flow
 from numpy_ref.checkpoint import save_checkpoint
 from numpy_ref.spec import ModelSpec, init_params
 

@@ -1,6 +1,6 @@
 """The benchmark measures what it says: its timing scheme and its arithmetic, on a fake clock.
 
-Speed itself is never asserted in a test (experiments/bench.py measures it).
+Speed itself is never asserted in a test (experiments/benchmarks/bench.py measures it).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import bench
+from experiments.benchmarks import bench
+from experiments.benchmarks.measure import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_measure_times_every_step_in_turns_and_counts_each_call() -> None:
 
         return step
 
-    times, first = bench.measure({"a": make("a"), "b": make("b")}, warmup=2, repeats=25,
+    times, first = measure({"a": make("a"), "b": make("b")}, warmup=2, repeats=25,
                                  block=10, settle=3, clock=clock)  # fmt: skip
     assert first == {"a": pytest.approx(0.2), "b": pytest.approx(0.8)}
     assert [len(t) for t in times.values()] == [25, 25]
@@ -75,7 +76,7 @@ def test_summarize_reports_medians_tokens_per_second_and_ratios() -> None:
 _FAULTS = """
 import resource, sys
 import numpy as np
-from experiments.runtime import keep_freed_memory
+from experiments.run.runtime import keep_freed_memory
 applied = sys.argv[1] == "kept" and keep_freed_memory()
 np.ones(48 << 18, np.float32)  # 48 MB, above glibc's largest threshold for its heap
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -87,7 +88,7 @@ print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
 def test_keep_freed_memory_reuses_a_freed_buffer_without_page_faults() -> None:
-    """What experiments.runtime sets for every command: XLA frees and allocates a step's
+    """What experiments.run.runtime sets for every command: XLA frees and allocates a step's
     buffers every step; by default glibc maps a large one anew each time (page faults)."""
     found = {}
     for mode in ("default", "kept"):

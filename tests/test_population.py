@@ -25,12 +25,12 @@ import pytest
 from conftest import VARIANT_IDS, VARIANTS, rel_diff
 
 import rnn_jax
-from experiments import cli, table
+from experiments.analysis import table
+from experiments.sections import command
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
-from numpy_ref.population import Member, grid, stack, unstack
+from numpy_ref.population import Member, grid, max_batches, stack
 from numpy_ref.spec import ModelSpec, init_params
-from rnn_jax import population as pop
-from rnn_jax.training import init_opt_state
+from rnn_jax import epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 B, T = 8, 10
@@ -40,21 +40,15 @@ pytestmark = pytest.mark.usefixtures("corpus_env")
 
 
 def train_population(spec, members, corpus, dtype, random, grad_mode="bptt", epochs=3):
-    place = pop.Placement(None, len(members), range(len(members)))
-    params = place.put(stack([init_params(spec, m.seed, dtype, sigma=0.1) for m in members]))
-    opt_state = jax.vmap(init_opt_state)(params)
-    lr = place.put(np.array([m.lr for m in members], dtype))
-    theta = place.put(np.array([m.theta for m in members], dtype))
+    start = [init_params(spec, m.seed, dtype, sigma=0.1) for m in members]
+    group = epoch.Members.create(spec, start, [(m.lr, m.theta) for m in members])
     loaders = [SeqDataLoader(corpus, B, T, random, m.seed) for m in members]
-    steps = 8 * -(-pop.max_batches(len(corpus), B, T, random) // 8)
+    steps = max_batches(len(corpus), B, T, random)
     history = []
     for _ in range(epochs):
-        params, opt_state, stats = pop.train_epoch(
-            spec, params, opt_state, loaders, lr, theta, random, steps,
-            [True] * len(members), place, (B, T), grad_mode=grad_mode,
-        )  # fmt: skip
+        stats = epoch.train_epoch(group, loaders, random, (B, T), steps, grad_mode=grad_mode)
         history.append([s.perplexity for s in stats])
-    return np.array(history), unstack(jax.tree.map(np.asarray, params))
+    return np.array(history), group.to_numpy()
 
 
 def assert_members_are_single_runs(
@@ -92,7 +86,7 @@ def test_member_k_is_the_single_run_float32() -> None:
 
 
 def test_a_population_of_one_is_the_single_run(x64) -> None:
-    """One member runs its own step, not vmap over one member (rnn_jax.population.train_chunk)."""
+    """One member runs its own step, not vmap over one member (rnn_jax.epoch)."""
     corpus, vocab = load_corpus_time_machine(max_tokens=1500)
     spec = ModelSpec("lstm", len(vocab), 8, 1)
     assert_members_are_single_runs(spec, corpus, vocab, np.float64, False, 1e-12,
@@ -102,12 +96,22 @@ def test_a_population_of_one_is_the_single_run(x64) -> None:
 def test_lr_and_theta_are_values_of_one_compiled_program() -> None:
     corpus, _ = load_corpus_time_machine(max_tokens=1500)
     spec = ModelSpec("rnn", 28, 4)
-    run = pop.train_chunk(spec, "bptt")
-    before = run._cache_size()
-    train_population(spec, grid([0], [0.5, 1.0, 2.0], [1.0, 3.0]), corpus, np.float32, False,
-                     epochs=1)  # fmt: skip
-    train_population(spec, grid([1, 2], [0.1], [0.2]), corpus, np.float32, False, epochs=1)
-    assert run._cache_size() - before <= 2  # one program per member count, whatever the rates
+    compiles = []
+    listening = [True]
+
+    def count(event: str, seconds: float, **kwargs) -> None:
+        if listening[0] and event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        train_population(spec, grid([0], [0.5, 1.0], [1.0]), corpus, np.float32, False, epochs=1)
+        first = len(compiles)  # the programs of 2 members: pack, epoch, unpack
+        train_population(spec, grid([1], [2.0, 0.1], [3.0, 0.2])[:2], corpus, np.float32, False,
+                         epochs=1)  # fmt: skip
+        assert first > 0 and len(compiles) == first  # other rates, nothing compiled again
+    finally:
+        listening[0] = False
 
 
 # --- devices and processes ---------------------------------------------------------------------
@@ -119,7 +123,7 @@ import jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, "tests")
 import rnn_jax
-from rnn_jax import sharding
+from rnn_jax import epoch, sharding
 from test_population import MEMBERS, train_sharded
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine
 from numpy_ref.spec import ModelSpec, init_params, flatten_params
@@ -138,7 +142,7 @@ single, parallel = rnn_jax.to_jax(p0, "cpu"), p0
 one, many = SeqDataLoader(corpus, 32, 10, False, 3), SeqDataLoader(corpus, 32, 10, False, 3)
 for _ in range(3):
     single, s1 = rnn_jax.train_epoch(spec, single, one, 1.0, 1.0, False)
-    parallel, s2 = sharding.data_parallel_train_epoch(spec, parallel, many, 1.0, 1.0, False,
+    parallel, s2 = epoch.data_parallel_train_epoch(spec, parallel, many, 1.0, 1.0, False,
                                                       mesh)
     assert abs(s1.perplexity - s2.perplexity) < 1e-12 * s1.perplexity
 fa, fb = flatten_params(single), flatten_params(parallel)
@@ -154,18 +158,15 @@ def train_sharded(spec, count, corpus, mesh):
     members = [Member(k, MEMBERS[k % 3].lr, MEMBERS[k % 3].theta) for k in range(count)]
     padded = count if mesh is None else sharding.padded_count(count, mesh)
     rows = [*members, *[members[0]] * (padded - count)]
-    place = pop.Placement(mesh, padded, range(padded))
-    params = place.put(stack([init_params(spec, m.seed, np.float64, sigma=0.1) for m in rows]))
-    opt_state = jax.vmap(init_opt_state)(params)
-    lr = place.put(np.array([m.lr for m in rows]))
-    theta = place.put(np.array([m.theta for m in rows]))
-    loaders = [SeqDataLoader(corpus, B, T, False, m.seed) for m in rows]
-    alive = [k < count for k in range(padded)]
-    steps = 8 * -(-pop.max_batches(len(corpus), B, T, False) // 8)
+    place = epoch.Placement(mesh, padded, range(padded))
+    start = [init_params(spec, m.seed, np.float64, sigma=0.1) for m in rows]
+    group = epoch.Members.create(spec, start, [(m.lr, m.theta) for m in rows], place)
+    loaders = [SeqDataLoader(corpus, B, T, False, m.seed) if k < count else None
+               for k, m in enumerate(rows)]  # fmt: skip
+    steps = max_batches(len(corpus), B, T, False)
     for _ in range(3):
-        params, opt_state, stats = pop.train_epoch(spec, params, opt_state, loaders, lr, theta,
-                                                   False, steps, alive, place, (B, T))  # fmt: skip
-    leaves = [np.asarray(x)[:count] for x in jax.tree.leaves(params)]
+        stats = epoch.train_epoch(group, loaders, False, steps=steps, batch_shape=(B, T))
+    leaves = [np.asarray(x)[:count] for x in jax.tree.leaves(stack(group.to_numpy()))]
     return np.array([s.perplexity for s in stats[:count]]), leaves
 
 
@@ -240,7 +241,7 @@ TINY = ["--epochs", "3", "--hidden", "8", "--max-tokens", "2000"]
 
 def test_a_jax_population_writes_every_member_and_the_aggregate(tmp_path, capsys) -> None:
     out = tmp_path / "pop"
-    code = cli.main("lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2",
+    code = command.main("lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2",
                              "--out", str(out)])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0
@@ -268,19 +269,20 @@ def _table(capsys, *paths: Path) -> str:
 
 @pytest.mark.parametrize("impl", ["jax", "numpy"])
 def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsys) -> None:
-    from experiments import population
-    from experiments.runner import RunInterrupted
+    from experiments.populations import population
+    from experiments.populations.runner import run_population
+    from experiments.run.runner import RunInterrupted
 
     argv = [*TINY, "--epochs", "4", "--impl", impl, "--seeds", "0,1", "--checkpoint-every", "2"]
-    assert cli.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert command.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0
     config, _ = _population_config("gru", [*argv, "--out", str(tmp_path / "cut")])
     calls = iter(range(10**6))
     saved = {"jax": "epoch 2 of every member is saved", "numpy": "seed0-lr1-theta1: .* epoch 2 "
              "is saved in .*cut/seed0-lr1-theta1/checkpoint.npz"}[impl]  # fmt: skip
     with pytest.raises(RunInterrupted, match=f"{saved}.*--resume {tmp_path / 'cut'}$"):
-        population.run_population(config, population.start(config, False),
+        run_population(config, population.start(config, False),
                                   stop=lambda: next(calls) >= 2)  # in epoch 3  # fmt: skip
-    assert cli.main("gru", ["--resume", str(tmp_path / "cut")]) == 0
+    assert command.main("gru", ["--resume", str(tmp_path / "cut")]) == 0
     for m in ("seed0-lr1-theta1", "seed1-lr1-theta1"):
         a = (tmp_path / "cut" / m / "metrics.jsonl").read_text().splitlines()
         b = (tmp_path / "whole" / m / "metrics.jsonl").read_text().splitlines()
@@ -292,16 +294,16 @@ def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsy
 
 
 def _population_config(section, argv):
-    from experiments import flags
+    from experiments.run import flags
 
     args = flags.build_parser(section).parse_args(argv)
-    (config,), resume = flags.configs_from_args(section, args, "cmd")
+    (config,), resume = command.configs_from_args(section, args, "cmd")
     return config, resume
 
 
 def test_a_diverging_member_stops_alone_and_the_command_says_so(tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
-    code = cli.main("rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30",
+    code = command.main("rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30",
                                     "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 3 and "1 of 2 members diverged (seed0-lr1e+30-theta1)" in err

@@ -1,4 +1,4 @@
-"""The probes of :mod:`experiments.bench_probes` that need a fresh process for each setting
+"""The probes of :mod:`tools.bench_probes` that need a fresh process for each setting
 (``compile``, ``malloc``): XLA reads its flags and glibc its allocator settings once, when a
 process starts using them. Each setting runs a small script in a subprocess, in turns, and the
 medians over the rounds are reported.
@@ -31,12 +31,12 @@ def _fresh(script: str, *args: object, xla_flags: str | None = None) -> list[str
 
 _MALLOC = """
 import resource, sys, time, numpy as np
-from experiments import runtime
+from experiments.run import runtime
 runtime.set_threads(int(sys.argv[2]))
 kept = sys.argv[3] == "kept" and runtime.keep_freed_memory()
-from experiments import bench
-from experiments.bench_steps import BATCH, STEPS, VOCAB, jax_step, torch_concise_step
-spec = bench.CONFIGS[sys.argv[1]].spec()
+from experiments.benchmarks.measure import CONFIGS
+from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB, jax_step, torch_concise_step
+spec = CONFIGS[sys.argv[1]].spec()
 X = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS))
 steps = {"jax-bptt": jax_step(spec, X, X, "bptt"), "torch": torch_concise_step(spec, X, X)}
 for name, step in steps.items():
@@ -52,7 +52,7 @@ for name, step in steps.items():
 
 def malloc(config: str, threads: int, repeats: int, rounds: int = 3) -> list[str]:
     """In turns, a fresh process with glibc's default malloc and one with
-    :func:`experiments.runtime.keep_freed_memory`: jax-bptt's and PyTorch's steps, median and
+    :func:`experiments.run.runtime.keep_freed_memory`: jax-bptt's and PyTorch's steps, median and
     best ms, page faults a step."""
     found: dict[tuple[str, str], list[list[float]]] = collections.defaultdict(list)
     for _ in range(rounds):
@@ -71,15 +71,15 @@ def malloc(config: str, threads: int, repeats: int, rounds: int = 3) -> list[str
 
 _COMPILE = """
 import json, sys, time, numpy as np
-from experiments import runtime
+from experiments.run import runtime
 if int(sys.argv[2]):
     runtime.set_threads(int(sys.argv[2]))
 runtime.keep_freed_memory()  # as every command (the flags: the caller's XLA_FLAGS)
 runtime.enable_compile_cache(sys.argv[3])
-from experiments import bench
+from experiments.benchmarks.measure import CONFIGS
 import jax, rnn_jax
 from numpy_ref.spec import init_params
-spec = bench.CONFIGS[sys.argv[1]].spec()
+spec = CONFIGS[sys.argv[1]].spec()
 init, step = rnn_jax.make_train_step(spec, 1.0, 1.0, "bptt")
 p = rnn_jax.training.pack(spec, init_params(spec, 0))  # as train_epoch trains
 o, X, state = init(p), np.zeros((32, 35), np.int64), rnn_jax.begin_state(spec, 32)

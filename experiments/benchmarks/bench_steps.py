@@ -1,4 +1,5 @@
-"""The training steps that experiments/bench.py times: one per implementation, same work each.
+"""The training steps that experiments/benchmarks/bench.py times: one per implementation, same
+work each.
 
 A step is forward, backward, clipping to theta = 1 and an SGD update on one (B, T) = (32, 35)
 minibatch of a V = 28 vocabulary; it returns when its work is done (JAX: the loss is ready;
@@ -189,7 +190,7 @@ def compile_times(spec: ModelSpec, grad_mode: str, device: str = "cpu") -> tuple
 
     import jax
 
-    from experiments import runtime
+    from experiments.run import runtime
     from rnn_jax import training
 
     before = jax.config.jax_compilation_cache_dir

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from experiments import rundir, runtime
-from experiments.backends import Backend, make_backend
-from experiments.config import SECTIONS, ConfigError, RunConfig, validate
-from experiments.plots import plot_perplexity
-from experiments.records import PREFIXES, EpochRecord, RunResult, summarize
+from experiments.run import rundir, runtime
+from experiments.run.backends import Backend, make_backend
+from experiments.run.config import SECTIONS, ConfigError, RunConfig, validate
+from experiments.run.plots import plot_perplexity
+from experiments.run.records import PREFIXES, EpochRecord, RunResult, summarize
 from numpy_ref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, min_corpus_length, split_corpus
 from numpy_ref.spec import ModelSpec, init_params

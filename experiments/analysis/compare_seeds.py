@@ -18,11 +18,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from experiments import population, rundir
-from experiments.config import SECTIONS, ConfigError, RunConfig
-from experiments.plots import plot_spread
-from experiments.records import late_median
-from experiments.stats import Spread, Welch, welch
+from experiments.populations import population
+from experiments.populations.stats import Spread, Welch, welch
+from experiments.run import rundir
+from experiments.run.config import SECTIONS, ConfigError, RunConfig
+from experiments.run.plots import plot_spread
+from experiments.run.records import late_median
 from numpy_ref.population import grid
 
 TABLE, JSON, PLOT = "compare.md", "compare.json", "compare.png"
@@ -106,7 +107,7 @@ SHARED = ("section", "kind", "num_hiddens", "num_layers", "gru_reset", "lr", "th
 def load_populations(paths: Sequence[str | Path]) -> dict[str, population.PopulationResult]:
     """Finished populations, one per implementation with the same settings, read back from their
     directories (nothing trains): ``compare --populations``."""
-    from experiments.runner import load_finished
+    from experiments.run.runner import load_finished
 
     loaded: dict[str, population.PopulationResult] = {}
     first = None

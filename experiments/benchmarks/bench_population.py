@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.bench import CONFIGS, measure
-from experiments.bench_steps import BATCH, STEPS, VOCAB, torch_concise_step
+from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB, torch_concise_step
+from experiments.benchmarks.measure import CONFIGS, measure
 
 CHUNK = 8  # training steps per population call
 

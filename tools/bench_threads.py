@@ -1,7 +1,7 @@
 """The measurements behind the thread policy: every thread count, on an idle and a loaded machine.
 
-    python -m experiments.bench_threads                      # 1 and every core, load 0 and 1
-    python -m experiments.bench_threads --threads 1 2 --load 0 1 --configs lstm --repeats 20
+    python -m tools.bench_threads                      # 1 and every core, load 0 and 1
+    python -m tools.bench_threads --threads 1 2 --load 0 1 --configs lstm --repeats 20
 
 For each ``--load K`` (K busy processes started beside the benchmark, each a Python loop that
 never sleeps: what another engineer's test run does to a shared machine) and each ``--threads N``,
@@ -9,7 +9,7 @@ never sleeps: what another engineer's test run does to a shared machine) and eac
 sized once per process) and its medians are collected; the thread counts of one load take turns
 config by config, so that a change of the machine's own load hits them alike. The table gives
 each implementation's median step time per thread count and load, and the ratio to 1 thread.
-docs/performance.md explains the policy these figures chose (experiments/runtime.py).
+docs/performance.md explains the policy these figures chose (experiments/run/runtime.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.bench import CONFIGS, DEFAULT_CONFIGS
-from experiments.flags import NON_NEGATIVE, POSITIVE, Parser
+from experiments.benchmarks.measure import CONFIGS, DEFAULT_CONFIGS
+from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIN = "while True: pass"
@@ -76,7 +76,7 @@ def format_table(figures: dict[tuple[int, int, str, str], float], threads: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m experiments.bench_threads"
+    prog = "python -m tools.bench_threads"
     parser = Parser(prog=prog, description=__doc__.split("\n\n")[0])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parser.add_argument("--threads", nargs="+", type=POSITIVE, default=sorted({1, cores or 1}))

@@ -1,7 +1,8 @@
-"""The flags of the experiment scripts, parsed into :class:`RunConfig` objects.
+"""The flags of the experiment scripts, and the :class:`RunConfig` fields they set (the configs
+themselves: :func:`experiments.sections.command.configs_from_args`).
 
 Every value is checked when it is parsed (a wrong one ends the command with one line naming the
-flag, :class:`Parser`), and again as a whole by :func:`experiments.config.validate`. Flags left
+flag, :class:`Parser`), and again as a whole by :func:`experiments.run.config.validate`. Flags left
 out are None, so that the section's defaults apply, and so that ``--resume`` can tell a flag given
 on the command line (which must agree with the run's saved setting) from one left out.
 """
@@ -9,22 +10,16 @@ on the command line (which must agree with the run's saved setting) from one lef
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from experiments import runtime
-from experiments.config import (
+from experiments.run import runtime
+from experiments.run.config import (
     IMPLS,
     ITERS,
     QUICK_EPOCHS,
     SECTIONS,
     TORCH_MODELS,
     ConfigError,
-    default_run_dir,
-    section_config,
 )
 from numpy_ref.checks import is_int, is_positive
 
@@ -56,6 +51,17 @@ NON_NEGATIVE = _parsed(int, lambda v: is_int(v, 0), "an integer >= 0")
 POSITIVE_NUMBER = _parsed(float, is_positive, "a finite number > 0")
 FRACTION = _parsed(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 MAX_TOKENS = _parsed(int, lambda v: v >= 1 or v == -1, "an integer >= 1 or -1 (all)")
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--no-compile-cache``, applied by :func:`runtime.configure` (whose
+    docstring says what they do)."""
+    parser.add_argument("--threads", type=NON_NEGATIVE, default=runtime.AUTO, metavar="N",
+                        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
+                             "cores, at least 1; docs/performance.md)")  # fmt: skip
+    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                        help=f"do not use JAX's persistent compilation cache "
+                             f"(default: on, in {runtime.compile_cache_dir()})")  # fmt: skip
 
 
 def _seeds(text: str) -> list[int]:
@@ -162,7 +168,7 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     parser.add_argument(
         "--data", help="the corpus file (default: $RNN_LM_DATA_DIR, cache, download)"
     )
-    runtime.add_flags(parser)  # --threads, --no-compile-cache
+    add_runtime_flags(parser)  # --threads, --no-compile-cache
     if section is None or SECTIONS[section].kind == "gru":
         parser.add_argument("--gru-reset", choices=("before", "after"),
                             help="GRU reset gate before (the book) or after (PyTorch) the "
@@ -226,55 +232,3 @@ def is_population(args: argparse.Namespace) -> bool:
     """Seeds, or several learning rates or thresholds, make a population."""
     lists = [v for v in (args.lr, args.theta) if v is not None]
     return args.seeds is not None or any(len(v) > 1 for v in lists)
-
-
-def configs_from_args(
-    section: str, args: argparse.Namespace, command: str
-) -> tuple[list[Any], bool]:
-    """The runs of one parsed command line (two for ``--iter both``), and whether they resume.
-
-    Each is a :class:`RunConfig`, or a :class:`PopulationConfig` for a population (``--seeds``,
-    or several ``--lr``/``--theta``). With ``--resume DIR`` the one run is DIR's, from its
-    checkpoint (:func:`resume_config`).
-    """
-    from experiments.population import PopulationConfig, resume_population
-    from experiments.runner import resume_config  # (heavy imports: after the signal handlers)
-    from numpy_ref.population import grid
-
-    base = overrides_from_args(args)
-    population = is_population(args)
-    if args.seeds is not None and args.seed is not None:
-        raise ConfigError("--seed and --seeds: give one of them")
-    if args.resume is not None:
-        given = {**base, "iter": args.iter, "out": args.out}
-        if args.iter == "both":
-            raise ConfigError("--resume continues one run directory: drop --iter both")
-        from experiments.rundir import is_population_dir
-
-        if is_population_dir(Path(args.resume)):
-            return [resume_population(args.resume, section, given)], True
-        return [resume_config(args.resume, section, given)], True
-    iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
-    iters = ("seq", "random") if iter_ == "both" else (iter_,)
-    base["command"] = command
-    impl = base["impl"] or "numpy"
-    configs: list[Any] = []
-    for name in iters:
-        out = args.out
-        if out is None:  # name each run's iteration
-            out = default_run_dir(section, name, impl, named=len(iters) > 1,
-                                  population=population)  # fmt: skip
-        elif len(iters) > 1:
-            out = str(Path(out) / name)
-        config = section_config(section, iter=name, out=out, **base)
-        if population:
-            members = grid(args.seeds or [config.seed], args.lr or [config.lr],
-                           args.theta or [config.theta])  # fmt: skip
-            config = PopulationConfig(config, tuple(members))
-        configs.append(config)
-    return configs, False
-
-
-def command_line(section: str, argv: Sequence[str] | None) -> str:
-    args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["python", "-m", f"experiments.{section}", *args])

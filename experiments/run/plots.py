@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from experiments.rundir import save_figure
+from experiments.run.rundir import save_figure
 
 
 def _figure(title: str) -> tuple[Any, Any]:

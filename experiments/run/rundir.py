@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError
+from experiments.run.config import ConfigError
 from numpy_ref.atomic import atomic_write
 
 CONFIG = "config.json"

@@ -2,7 +2,8 @@
 compiler flags, glibc's allocator, and whether the machine has the memory a run needs
 (:func:`check_memory`).
 
-Every command calls :func:`configure` right after parsing its flags (:func:`add_flags`), before
+Every command calls :func:`configure` right after parsing its flags
+(:func:`experiments.run.flags.add_runtime_flags`), before
 NumPy's BLAS, PyTorch or JAX have run anything:
 
 - ``--threads N``: NumPy's BLAS and every OpenMP pool (threadpoolctl), PyTorch's intra-op pool
@@ -10,7 +11,7 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   backend) use N threads. Left out (or ``--threads 0``), the policy of docs/performance.md
   applies, :func:`default_threads`: half the cores, at least one, for every library alike. A
   thread pool on a core another process needs loses far more than that core
-  (experiments/bench_threads.py measures it). The count must not depend on the moment: results
+  (tools/bench_threads.py measures it). The count must not depend on the moment: results
   differ in the last bits between thread counts (NumPy's and XLA's), and a resumed run must end
   bit-identical to an uninterrupted one: resume with the ``--threads`` of the run.
 - ``--no-compile-cache``: JAX's persistent compilation cache stays off. By default it is on, in
@@ -20,13 +21,13 @@ NumPy's BLAS, PyTorch or JAX have run anything:
   under a second, which are all of ours).
 - XLA's compiler: LLVM's optimisation level 2 (``--xla_backend_optimization_level=2`` in
   ``XLA_FLAGS``, :func:`set_xla_flags`) instead of XLA's default 3: a third less compile time
-  for the same step time (``python -m experiments.bench_probes compile``, docs/performance.md).
+  for the same step time (``python -m tools.bench_probes compile``, docs/performance.md).
   A level given in ``XLA_FLAGS`` already is left alone.
 - The allocator: on glibc (Linux), :func:`keep_freed_memory` tells ``malloc`` to keep the memory
   a program frees for its next allocations instead of handing it back to the system. XLA frees
   a step's temporary buffers after every step; by default glibc mapped them anew each time, and
   the deep LSTM's step touched ~10,700 fresh pages (a page fault each: ~100 ms a step instead of
-  ~76 here, ``python -m experiments.bench_probes malloc``). Every library in the process gets it
+  ~76 here, ``python -m tools.bench_probes malloc``). Every library in the process gets it
   alike.
 
 Where JAX is already imported, its configuration is updated; otherwise the environment variables
@@ -42,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, RunConfig
+from experiments.run.config import ConfigError, RunConfig
 from numpy_ref.corpus import cache_dir
 
 AUTO = 0  # --threads 0: the policy, default_threads()
@@ -51,18 +52,6 @@ AUTO = 0  # --threads 0: the policy, default_threads()
 def compile_cache_dir() -> Path:
     """Where JAX's persistent compilation cache lives: ``cache_dir() / "jax"``."""
     return cache_dir() / "jax"
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """``--threads`` and ``--no-compile-cache`` (module docstring)."""
-    from experiments.flags import NON_NEGATIVE
-
-    parser.add_argument("--threads", type=NON_NEGATIVE, default=AUTO, metavar="N",
-                        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
-                             "cores, at least 1; docs/performance.md)")  # fmt: skip
-    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
-                        help=f"do not use JAX's persistent compilation cache "
-                             f"(default: on, in {compile_cache_dir()})")  # fmt: skip
 
 
 def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[str, Any]:

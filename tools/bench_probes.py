@@ -1,16 +1,16 @@
 """The small measurements behind docs/performance.md: where a step's time goes, and why.
 
-    python -m experiments.bench_probes profile --config lstm  # XLA's kernels of one JAX step
-    python -m experiments.bench_probes products               # (B2) in XLA, NumPy, PyTorch
-    python -m experiments.bench_probes recurrent              # a scan's small products
-    python -m experiments.bench_probes inputs                 # layer 0's input: gather, one-hot
-    python -m experiments.bench_probes sigmoid                # numpy_ref's sigmoid, two ways
-    python -m experiments.bench_probes compile --config lstm  # XLA compile time per LLVM level
-    python -m experiments.bench_probes versus --rev 33cbfa0   # rnn_jax then and now, PyTorch
-    python -m experiments.bench_probes malloc --config deep-lstm  # glibc's malloc, two ways
+    python -m tools.bench_probes profile --config lstm  # XLA's kernels of one JAX step
+    python -m tools.bench_probes products               # (B2) in XLA, NumPy, PyTorch
+    python -m tools.bench_probes recurrent              # a scan's small products
+    python -m tools.bench_probes inputs                 # layer 0's input: gather, one-hot
+    python -m tools.bench_probes sigmoid                # numpy_ref's sigmoid, two ways
+    python -m tools.bench_probes compile --config lstm  # XLA compile time per LLVM level
+    python -m tools.bench_probes versus --rev 33cbfa0   # rnn_jax then and now, PyTorch
+    python -m tools.bench_probes malloc --config deep-lstm  # glibc's malloc, two ways
 
 Every probe applies ``--threads`` like the other commands (default: half the cores) and times
-its variants interleaved (``experiments.bench.measure``), medians in ms.
+its variants interleaved (``experiments.benchmarks.measure.measure``), medians in ms.
 
 - ``profile``: ``jax.profiler`` traces 20 steps of ``rnn_jax.make_train_step`` (bptt) and sums
   the trace's events per XLA kernel: calls per step and ms per step, the kernels inside the
@@ -35,7 +35,7 @@ its variants interleaved (``experiments.bench.measure``), medians in ms.
   cache (cold) and one more with the cache the first filled (warm): tracing and lowering, XLA's
   compilation (or loading from the cache), the first step.
 - ``malloc``: the jax-bptt step and PyTorch's in a fresh process with glibc's default ``malloc``
-  and in one with :func:`experiments.runtime.keep_freed_memory` (what every command sets), in
+  and in one with :func:`experiments.run.runtime.keep_freed_memory` (what every command sets), in
   turns: median and best ms, and the minor page faults of a step.
 """
 
@@ -52,11 +52,11 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import runtime
-from experiments.bench import CONFIGS, measure
-from experiments.bench_fresh import compile_times, malloc
-from experiments.bench_steps import BATCH, STEPS, VOCAB, jax_step
-from experiments.flags import POSITIVE, Parser
+from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB, jax_step
+from experiments.benchmarks.measure import CONFIGS, measure
+from experiments.run import runtime
+from experiments.run.flags import POSITIVE, Parser, add_runtime_flags
+from tools.bench_fresh import compile_times, malloc
 
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPERS = ("ThunkExecutor", "SlinkyThreadPool", "$", "Pjit", "CommonPjRt", "while", "Execute")
@@ -194,7 +194,10 @@ def inputs(repeats: int) -> list[str]:
     import jax
     import jax.numpy as jnp
 
-    from rnn_jax.models import gather_rows
+    def gather_rows(W_x, b, tokens):  # rnn_jax's layer 0 until 98024bd: [one-hot | 1] [W_x ; b]
+        hot = jax.nn.one_hot(tokens, W_x.shape[0], dtype=W_x.dtype)
+        ones = jnp.ones((*hot.shape[:-1], 1), hot.dtype)
+        return jnp.concatenate([hot, ones], axis=-1) @ jnp.concatenate([W_x, b[None]], axis=0)
 
     rng = np.random.default_rng(0)
     parts = [jnp.asarray(rng.standard_normal((VOCAB, 256)).astype(np.float32)) for _ in range(4)]
@@ -233,7 +236,7 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
 
     import jax
 
-    from experiments.bench_steps import torch_concise_step
+    from experiments.benchmarks.bench_steps import torch_concise_step
     from numpy_ref.spec import init_params
 
     name = "rnn_jax_at_" + re.sub(r"\W", "_", revision)
@@ -286,7 +289,7 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m experiments.bench_probes", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m tools.bench_probes", description=__doc__.split("\n")[0])
     probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus",
               "malloc")  # fmt: skip
     parser.add_argument("probe", choices=probes)
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="versus: the configurations (default: every one)")  # fmt: skip
     parser.add_argument("--rev", default="33cbfa0", help="versus: the git revision to compare")
     parser.add_argument("--repeats", type=POSITIVE, default=40)
-    runtime.add_flags(parser)
+    add_runtime_flags(parser)
     args = parser.parse_args(argv)
     settings = runtime.configure(args)
     print(f"threads {settings['threads']} ({settings['policy']}); "

@@ -8,9 +8,10 @@ last 10% of epochs; the aggregate tokens/s) and ``spread.png`` (per epoch and se
 median and the min-max band of the members).
 
 ``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.population`,
-driven by :mod:`experiments.population_jax`); numpy and torch run the members one after another,
-each the single run with its settings. Both are durable as single runs are: ``--resume DIR``
-continues a population (finished members are kept as they are).
+driven by :mod:`experiments.populations.population_jax`); numpy and torch run the members one after
+another, each the single run with its settings (:mod:`experiments.populations.runner` chooses).
+Both are durable as single runs are: ``--resume DIR`` continues a population (finished members
+are kept as they are).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments import rundir
-from experiments.config import SECTIONS, ConfigError, RunConfig
-from experiments.records import EpochRecord, RunResult, late_median
-from experiments.stats import Spread
+from experiments.populations.stats import Spread
+from experiments.run import rundir
+from experiments.run.config import SECTIONS, ConfigError, RunConfig
+from experiments.run.records import EpochRecord, RunResult, late_median
 from numpy_ref.population import Member
 
 SUMMARY_KIND = "population"
@@ -139,7 +140,7 @@ def aggregate(pc: PopulationConfig, results: dict[str, RunResult],
 def finish(pc: PopulationConfig, results: dict[str, RunResult], diverged: Sequence[str],
            tokens_per_sec: float, folder: Path) -> PopulationResult:  # fmt: skip
     """Write the aggregate ``summary.json`` and ``spread.png`` into ``folder``."""
-    from experiments.plots import plot_spread
+    from experiments.run.plots import plot_spread
 
     result = PopulationResult(pc, results, list(diverged), tokens_per_sec=tokens_per_sec)
     result.summary = aggregate(pc, results, diverged, tokens_per_sec)
@@ -162,7 +163,13 @@ def run_sequential(
     checked: Any,
 ) -> PopulationResult:
     """numpy and torch: the members one after another, each a durable single run."""
-    from experiments.runner import Data, RunDiverged, RunInterrupted, load_finished, run_experiment
+    from experiments.run.runner import (
+        Data,
+        RunDiverged,
+        RunInterrupted,
+        load_finished,
+        run_experiment,
+    )
     from numpy_ref.data import SeqDataLoader
 
     backend, data = checked
@@ -180,7 +187,7 @@ def run_sequential(
             continue
         member_resume = resume and (path / rundir.CHECKPOINT).is_file()
         if member_resume:
-            from experiments.runner import resume_config
+            from experiments.run.runner import resume_config
 
             config = resume_config(path, config.section, {})
         loader = SeqDataLoader(
@@ -224,10 +231,10 @@ def check(pc: PopulationConfig, resume: bool) -> None:
 
 def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> PopulationConfig:
     """The population saved in ``path`` with the changes ``--resume`` allows (as a single run's,
-    :func:`experiments.runner.resume_config`)."""
+    :func:`experiments.run.runner.resume_config`)."""
     import json
 
-    from experiments.runner import RESUMABLE
+    from experiments.run.runner import RESUMABLE
 
     path = Path(path)
     try:
@@ -258,10 +265,10 @@ def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> 
 def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     """A population's checks before anything runs: settings, its directory, the implementation,
     the corpus, and the memory of every member at once."""
-    from experiments.backends import make_backend
-    from experiments.config import validate
-    from experiments.runner import load_data
-    from experiments.runtime import check_memory
+    from experiments.run.backends import make_backend
+    from experiments.run.config import validate
+    from experiments.run.runner import load_data
+    from experiments.run.runtime import check_memory
 
     validate(pc.base)
     check(pc, resume)
@@ -270,19 +277,3 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     members = len(pc.members) if pc.base.impl == "jax" else 1
     check_memory(pc.base, len(data.vocab), members)
     return backend, data
-
-
-def run_population(
-    pc: PopulationConfig,
-    checked: Any,
-    on_epoch: Callable[..., None] | None = None,
-    stop: Callable[[], bool] | None = None,
-    resume: bool = False,
-) -> PopulationResult:
-    """Train every member: as one JAX program, or one after another (numpy, torch)."""
-    backend, data = checked
-    if pc.base.impl == "jax":
-        from experiments.population_jax import run_jax_population
-
-        return run_jax_population(pc, backend, data, on_epoch, stop, resume)
-    return run_sequential(pc, on_epoch, stop, resume, checked)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import numpy_ref
-from experiments.config import ConfigError, RunConfig
+from experiments.run.config import ConfigError, RunConfig
 from numpy_ref.loops import EpochStats
 from numpy_ref.spec import ModelSpec, Params
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments import rundir
-from experiments.population import SPREAD, PopulationConfig, PopulationResult, finish
-from experiments.records import PREFIXES, EpochRecord, RunResult, summarize
-from experiments.runner import (
+from experiments.populations.population import SPREAD, PopulationConfig, PopulationResult, finish
+from experiments.run import rundir
+from experiments.run.records import PREFIXES, EpochRecord, RunResult, summarize
+from experiments.run.runner import (
     RunDiverged,
     RunInterrupted,
     RunWriteError,
@@ -210,7 +210,7 @@ def run_jax_population(
             if epoch % base.predict_every == 0 or epoch == base.num_epochs:
                 for k, cfg in enumerate(configs):
                     if cfg is not None and histories[k]:
-                        from experiments.plots import plot_perplexity
+                        from experiments.run.plots import plot_perplexity
 
                         plot_perplexity([r.to_dict() for r in histories[k]],
                                         member_dir(k) / rundir.PLOT, title(cfg),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.config import SECTIONS, RunConfig
+from experiments.run.config import SECTIONS, RunConfig
 
 PREFIXES = ("time traveller", "traveller")
 LATE_FRACTION = 0.1  # the tail of the run whose median the summary reports

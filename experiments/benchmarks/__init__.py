@@ -1,0 +1,3 @@
+"""The bench: one training step of every implementation side by side, populations against
+runs in turn, loading the corpus.
+"""

@@ -1,0 +1,164 @@
+"""The command of every section script: checks, printing, progress, exit codes.
+
+``python -m experiments.<section> [flags]`` parses its flags (:mod:`experiments.run.flags`) into
+one :class:`RunConfig` per iteration scheme, or a population of them (:func:`configs_from_args`),
+checks all of them (settings, implementation, corpus, run directories, memory) before the first
+run starts, then runs them one after the other through :func:`run_experiment`, printing what the
+book prints (a continuation of "time traveller" every 10 epochs, then the perplexity and speed
+line and two continuations) with a progress bar over epochs on stderr (quiet when stderr is not a
+terminal).
+
+Exit codes (:mod:`experiments.run.cli`); every ending but success is one line on stderr, never a
+traceback:
+
+- 0 done;
+- 2 bad input (a flag, a missing optional package, a corpus, an unusable ``--out`` or
+  ``--resume``), before anything is written;
+- 3 diverged: a non-finite or too high training perplexity (the last good checkpoint is kept);
+- 130 / 143 interrupted by SIGINT / SIGTERM: the minibatch under way is finished and the last
+  completed epoch saved; the line gives the command that resumes the run;
+- 1 anything else, e.g. a file that could not be written (the last checkpoint is intact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.run import signals
+from experiments.run.cli import EXIT_FAILED, fail, run_with_progress, stopped
+from experiments.run.config import SECTIONS, ConfigError, default_run_dir, section_config
+
+
+def main(section: str, argv: Sequence[str] | None = None) -> int:
+    """Run a section script; returns the exit code (module docstring)."""
+    prog = f"experiments.{section}"
+    with signals.catching(prog) as stop:
+        try:
+            return _run(section, argv, prog, stop)
+        except KeyboardInterrupt:  # only where no handler could be installed (not main thread)
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        except MemoryError:
+            return fail(prog, "out of memory: lower --hidden, --layers or --batch-size",
+                        EXIT_FAILED)  # fmt: skip
+
+
+def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
+    from experiments.populations import population
+    from experiments.populations.runner import run_population_with_progress
+    from experiments.run import flags, runtime
+    from experiments.run.runner import RunStopped, start
+
+    try:
+        args = flags.build_parser(section).parse_args(argv)
+        runtime.configure(args)  # threads and the compilation cache, before any compute
+        configs, resume = configs_from_args(section, args, command_line(section, argv))
+        _start_processes(args, configs)
+        checked = [
+            population.start(c, resume)
+            if isinstance(c, population.PopulationConfig)
+            else start(c, resume)
+            for c in configs
+        ]
+    except ConfigError as err:
+        return fail(prog, str(err))
+    if stop():
+        print(f"{prog}: {stop.name} during start-up: nothing was written", file=sys.stderr)
+        return stop.exit_code
+    try:
+        for config, prepared in zip(configs, checked, strict=True):
+            if isinstance(config, population.PopulationConfig):
+                result = run_population_with_progress(config, prepared, stop, resume)
+                where = f"population directory: {config.path}"
+            else:
+                if len(configs) > 1:
+                    print(f"# {section}, iteration {config.iter}, {config.impl} -> {config.out}")
+                result = run_with_progress(config, prepared, stop=stop, resume=resume)
+                where = f"run directory: {result.run_dir}"
+            for line in result.report_lines():
+                print(line)
+            print(where)
+    except ConfigError as err:
+        return fail(prog, str(err))
+    except RunStopped as err:
+        return stopped(prog, err, stop)
+    return 0
+
+
+def _start_processes(args: Any, configs: list[Any]) -> None:
+    """JAX's multi-process runtime, when ``--coordinator`` or ``$RNN_LM_COORDINATOR`` ask."""
+    import os
+
+    if not (args.coordinator or os.environ.get("RNN_LM_COORDINATOR")):
+        return
+    if any(getattr(c, "base", c).impl != "jax" or not hasattr(c, "members") for c in configs):
+        raise ConfigError(
+            "--coordinator: only --impl jax populations (--seeds, several --lr or --theta) "
+            "run across processes"
+        )
+    from rnn_jax.sharding import initialize
+
+    try:
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(
+            f"--coordinator: JAX's multi-process runtime did not start: {err}"
+        ) from None
+
+
+def configs_from_args(
+    section: str, args: argparse.Namespace, command: str
+) -> tuple[list[Any], bool]:
+    """The runs of one parsed command line (two for ``--iter both``), and whether they resume.
+
+    Each is a :class:`RunConfig`, or a :class:`PopulationConfig` for a population (``--seeds``,
+    or several ``--lr``/``--theta``). With ``--resume DIR`` the one run is DIR's, from its
+    checkpoint (:func:`resume_config`).
+    """
+    from experiments.populations.population import PopulationConfig, resume_population
+    from experiments.run import flags
+    from experiments.run.runner import resume_config  # (heavy imports: after the signal handlers)
+    from numpy_ref.population import grid
+
+    base = flags.overrides_from_args(args)
+    population = flags.is_population(args)
+    if args.seeds is not None and args.seed is not None:
+        raise ConfigError("--seed and --seeds: give one of them")
+    if args.resume is not None:
+        given = {**base, "iter": args.iter, "out": args.out}
+        if args.iter == "both":
+            raise ConfigError("--resume continues one run directory: drop --iter both")
+        from experiments.run.rundir import is_population_dir
+
+        if is_population_dir(Path(args.resume)):
+            return [resume_population(args.resume, section, given)], True
+        return [resume_config(args.resume, section, given)], True
+    iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
+    iters = ("seq", "random") if iter_ == "both" else (iter_,)
+    base["command"] = command
+    impl = base["impl"] or "numpy"
+    configs: list[Any] = []
+    for name in iters:
+        out = args.out
+        if out is None:  # name each run's iteration
+            out = default_run_dir(section, name, impl, named=len(iters) > 1,
+                                  population=population)  # fmt: skip
+        elif len(iters) > 1:
+            out = str(Path(out) / name)
+        config = section_config(section, iter=name, out=out, **base)
+        if population:
+            members = grid(args.seeds or [config.seed], args.lr or [config.lr],
+                           args.theta or [config.theta])  # fmt: skip
+            config = PopulationConfig(config, tuple(members))
+        configs.append(config)
+    return configs, False
+
+
+def command_line(section: str, argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "-m", f"experiments.{section}", *args])
