@@ -57,7 +57,7 @@ RNN_LM_TEST_DEVICE=$DEV "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step "3: bench on the $DEV, PyTorch's cuDNN models beside JAX"
 "$PY" -m experiments.bench --device "$DEV" --corpus-mb 0 --json "$OUT/bench.json" "${BENCH[@]}"
 
-# --- step 4: the population bench (rnn_jax/population.py, another engineer's work) -------------
+# --- step 4: the population bench (rnn_jax/epoch.py) -------------
 # Runs only where experiments.bench has --population; until then the step says so and goes on.
 step "4: population bench"
 POP_JSON=()

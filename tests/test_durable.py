@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.run import runner
+from experiments.run import loop, runner
 from experiments.run.config import section_config
 from experiments.run.rundir import CHECKPOINT, CONFIG, METRICS, STAGING, SUMMARY
 from experiments.sections import command
@@ -173,7 +173,7 @@ def test_overwrite_keeps_the_previous_result_until_the_new_run_has_a_checkpoint(
 
     config = section_config("gru", num_epochs=2, num_hiddens=8, max_tokens=2000, out=str(out),
                              overwrite=True, seed=1)  # fmt: skip
-    with pytest.raises(runner.RunInterrupted, match="the earlier result there is kept"):
+    with pytest.raises(loop.RunInterrupted, match="the earlier result there is kept"):
         runner.run_experiment(config, stop=lambda: True)  # stopped in its first minibatch
     code, err = run_main(capsys, *TINY, "--out", str(out), "--overwrite", "--max-perplexity", "1")
     assert code == 3 and f"the earlier result in {out} is kept" in err

@@ -229,6 +229,9 @@ def test_two_processes_train_the_population_of_one(tmp_path) -> None:
         for a, b in zip(ours, theirs, strict=True):
             a, b = json.loads(a), json.loads(b)
             for key in ("train_perplexity", "val_perplexity", "grad_norm_median"):
+                if a[key] is None or b[key] is None:  # an epoch without validation
+                    assert a[key] is b[key], (m["name"], key)
+                    continue
                 assert abs(a[key] - b[key]) <= 1e-6 * abs(b[key]), (m["name"], key)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert [s["train_perplexity"]["n"] for s in summary["settings"]] == [4, 4]
@@ -271,7 +274,7 @@ def _table(capsys, *paths: Path) -> str:
 def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsys) -> None:
     from experiments.populations import population
     from experiments.populations.runner import run_population
-    from experiments.run.runner import RunInterrupted
+    from experiments.run.loop import RunInterrupted
 
     argv = [*TINY, "--epochs", "4", "--impl", impl, "--seeds", "0,1", "--checkpoint-every", "2"]
     assert command.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0

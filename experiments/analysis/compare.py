@@ -35,9 +35,10 @@ from experiments.run.config import (
     section_config,
 )
 from experiments.run.flags import Parser, add_run_flags, overrides_from_args, seed_count
+from experiments.run.loop import RunStopped
 from experiments.run.plots import plot_comparison
 from experiments.run.records import RunResult
-from experiments.run.runner import RunStopped, run_experiment, start
+from experiments.run.runner import run_experiment, start
 
 TABLE = "compare.md"
 JSON = "compare.json"

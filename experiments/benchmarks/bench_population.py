@@ -2,7 +2,7 @@
 
 For every configuration and member count M, on the same (B, T) = (32, 35) minibatches of V = 28:
 
-- ``jax-population``: one call of the population's compiled chunk (:mod:`rnn_jax.population`):
+- ``jax-population``: one call of the epoch's compiled program (:mod:`rnn_jax.epoch`):
   S = 8 training steps of M members at once (forward, backward, clipping, SGD, lr and theta per
   member); aggregate tokens/s = M * S * B * T / seconds;
 - ``jax-single``: the single run's jitted step (``rnn_jax.make_train_step`` on the packed
@@ -53,34 +53,25 @@ class PopulationResult:
 
 
 def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
-    """One call of the population chunk: CHUNK steps of ``members`` members, until ready."""
-    import jax
-
+    """One call of the epoch program (:mod:`rnn_jax.epoch`): CHUNK steps of ``members`` members,
+    until ready."""
     from numpy_ref.population import stack
-    from numpy_ref.spec import init_params
-    from rnn_jax import get_device
-    from rnn_jax import population as pop
-    from rnn_jax.training import init_opt_state
+    from numpy_ref.spec import begin_state, init_params
+    from rnn_jax import epoch, get_device
 
     rng = np.random.default_rng(0)
-    place = pop.Placement(None, members, range(members), get_device(device))
-    params = place.put(stack([init_params(spec, k) for k in range(members)]))
-    opt_state = jax.vmap(init_opt_state)(params)
-    Xs = rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS)).astype(np.int32)
-    Ys = rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS)).astype(np.int32)
-    batch = place.put((Xs, Ys, np.ones((CHUNK, members), bool)), axis=1)
-    reset = np.zeros(CHUNK, bool)
-    reset[0] = True
-    rates = place.put(np.ones(members, np.float32))
-    from numpy_ref.spec import begin_state
-
+    place = epoch.Placement(None, members, range(members), get_device(device))
+    group = epoch.Members.create(spec, [init_params(spec, k) for k in range(members)],
+                                 [(1.0, 1.0)] * members, place)  # fmt: skip
+    Xs, Ys = (place.put(rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS), dtype=np.int32),
+                        axis=1) for _ in range(2))  # fmt: skip
+    counts = place.put(np.full(members, CHUNK, np.int32))
     state = place.put(stack([begin_state(spec, BATCH)] * members))
-    run = pop.train_chunk(spec, "bptt")
-    carry = [params, opt_state, state]
+    run = epoch.train_program(spec, "bptt")
+    carry = [group.params, group.opt_state, state]
 
     def step() -> None:
-        params, opt_state, state, losses, _ = run(*carry, *batch, reset, rates, rates)
-        carry[:] = [params, opt_state, state]
+        *carry[:], losses, _ = run(*carry, Xs, Ys, counts, True, False, group.lr, group.theta)
         losses.block_until_ready()
 
     return step

@@ -7,7 +7,7 @@ deviation, min and max of the final train and validation perplexity and of the m
 last 10% of epochs; the aggregate tokens/s) and ``spread.png`` (per epoch and setting: the
 median and the min-max band of the members).
 
-``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.population`,
+``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.epoch`,
 driven by :mod:`experiments.populations.population_jax`); numpy and torch run the members one after
 another, each the single run with its settings (:mod:`experiments.populations.runner` chooses).
 Both are durable as single runs are: ``--resume DIR`` continues a population (finished members
@@ -163,13 +163,8 @@ def run_sequential(
     checked: Any,
 ) -> PopulationResult:
     """numpy and torch: the members one after another, each a durable single run."""
-    from experiments.run.runner import (
-        Data,
-        RunDiverged,
-        RunInterrupted,
-        load_finished,
-        run_experiment,
-    )
+    from experiments.run.loop import RunDiverged, RunInterrupted
+    from experiments.run.runner import Data, load_finished, run_experiment
     from numpy_ref.data import SeqDataLoader
 
     backend, data = checked

@@ -1,7 +1,8 @@
-"""A population trained by JAX as one program: the durable loop around ``rnn_jax.population``.
+"""A population trained by JAX as one program: the host loop of every run
+(:mod:`experiments.run.loop`) over a group of all the members (:mod:`rnn_jax.epoch`).
 
-Every member gets the files of a single run in its own directory (config, metrics every epoch,
-checkpoint, plot, summary). The population's checkpoint is one file per process
+Every member gets the files of a single run in its own directory (config, metrics, checkpoint,
+summary; its plot at the end). The population's checkpoint is one file per process
 (``population.<process>.npz``, written atomically after epoch 1, every ``checkpoint_every``
 epochs and after the last): the parameters of the process's members, each member's history and
 loader state, and which members still train, so that ``--resume`` restarts every member from the
@@ -16,8 +17,6 @@ process has written its members.
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,13 @@ from typing import Any
 import numpy as np
 
 from experiments.populations.population import SPREAD, PopulationConfig, PopulationResult, finish
-from experiments.run import rundir
-from experiments.run.records import PREFIXES, EpochRecord, RunResult, summarize
-from experiments.run.runner import (
-    RunDiverged,
-    RunInterrupted,
-    RunWriteError,
-    interrupted_early,
-    load_finished,
-    model_spec,
-    title,
-)
+from experiments.run import loop, rundir
+from experiments.run.loop import RunDiverged, RunWriteError
+from experiments.run.records import EpochRecord
+from experiments.run.runner import load_finished, model_spec, title
 from numpy_ref.atomic import atomic_write
-from numpy_ref.checkpoint import save_checkpoint
 from numpy_ref.data import SeqDataLoader
-from numpy_ref.population import max_batches, stack, unstack
 from numpy_ref.spec import flatten_params, init_params, unflatten_params
-
-CHUNK = 8  # minibatches per compiled call
 
 
 def checkpoint_name(process: int) -> str:
@@ -69,6 +57,38 @@ def _load_population(path: Path) -> tuple[int, list[Any], list[dict]]:
     return meta["epoch"], params, meta["members"]
 
 
+def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rundir.RunDir:
+    """The population's directory: staged over an earlier result in one process; new across
+    processes (no staging there)."""
+    import jax
+
+    if resume:
+        return rundir.RunDir(pc.path, staged=False, names=names)
+    if jax.process_count() == 1:
+        return rundir.RunDir.create(pc.path, pc.base.overwrite, names=names)
+    if jax.process_index() == 0:
+        rundir.RunDir.create(pc.path, overwrite=False, names=names)
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("rnn-lm: run directory created")
+    return rundir.RunDir(pc.path, staged=False, names=names)
+
+
+def _placement(pc: PopulationConfig, backend: Any) -> Any:
+    """The member axis over every device of the backend's platform (of every process)."""
+    import jax
+
+    from rnn_jax import sharding
+    from rnn_jax.epoch import Placement
+
+    devices = jax.devices(backend.jax_device.platform)
+    if len(devices) == 1:
+        return Placement(None, len(pc.members), range(len(pc.members)), backend.jax_device)
+    mesh = sharding.make_mesh(devices=devices)
+    count = sharding.padded_count(len(pc.members), mesh)
+    return Placement(mesh, count, sharding.local_member_range(count, mesh))
+
+
 def run_jax_population(
     pc: PopulationConfig,
     backend: Any,
@@ -81,169 +101,69 @@ def run_jax_population(
     other members finished, when some diverged) or RunWriteError."""
     import jax
 
-    import rnn_jax
-    from rnn_jax import population as pop
-    from rnn_jax import sharding
-    from rnn_jax.training import init_opt_state
-
-    base = pc.base
+    base, process = pc.base, jax.process_index()
     spec = model_spec(base, len(data.vocab))
-    devices = jax.devices(backend.jax_device.platform)  # of every process
-    mesh = sharding.make_mesh(devices=devices) if len(devices) > 1 else None
-    count = len(pc.members) if mesh is None else sharding.padded_count(len(pc.members), mesh)
-    local = range(count) if mesh is None else sharding.local_member_range(count, mesh)
-    place = pop.Placement(mesh, count, local, backend.jax_device)
-    members = [pc.members[k] if k < len(pc.members) else None for k in local]  # None: padding
-    real = [m for m in members if m is not None]
-    process = jax.process_index()
-    folder = pc.path
-    names = (checkpoint_name(process), rundir.POPULATION, rundir.SUMMARY, SPREAD,
-             *(m.name for m in real))  # fmt: skip
-    if resume:
-        run = rundir.RunDir(folder, staged=False, names=names)
-    elif jax.process_count() > 1:  # no staging across processes: the folder must be new
-        if process == 0:
-            rundir.RunDir.create(folder, overwrite=False, names=names)
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("rnn-lm: run directory created")
-        run = rundir.RunDir(folder, staged=False, names=names)
-    else:
-        run = rundir.RunDir.create(folder, pc.base.overwrite, names=names)
-
-    def member_dir(k: int) -> Path:
-        return run.folder / members[k].name
-
-    def ckpt_path() -> Path:
-        return run.folder / checkpoint_name(process)
-
+    place = _placement(pc, backend)
+    settings = [pc.members[k] if k < len(pc.members) else None for k in place.local]  # None: pad
+    real = [m for m in settings if m is not None]
+    run = _run_dir(pc, (checkpoint_name(process), rundir.POPULATION, rundir.SUMMARY, SPREAD,
+                        *(m.name for m in real)), resume)  # fmt: skip
     B, T = base.batch_size, base.num_steps
-    train_corpus, random = data.train.corpus, base.loader_random
-    loaders = [None if m is None else SeqDataLoader(train_corpus, B, T, random, m.seed)
-               for m in members]  # fmt: skip
-    limit = base.divergence_limit(spec.vocab_size)
-
-    def rounded(bound: int) -> int:
-        return -(-bound // min(CHUNK, bound)) * min(CHUNK, bound)
-
-    steps = rounded(max_batches(len(train_corpus), B, T, random))
-    chunk = min(CHUNK, steps)
-    val = data.val_corpus
-    val_steps = None if val is None else rounded(max_batches(len(val), B, T, False))
-    histories: list[list[EpochRecord]] = [[] for _ in members]
-    alive = [m is not None for m in members]
+    members = [loop.Member(pc.member_config(m or real[0]), None if m is None else Path(m.name),
+                           SeqDataLoader(data.train.corpus, B, T, base.loader_random,
+                                         (m or real[0]).seed), alive=m is not None)
+               for m in settings]  # fmt: skip
+    ckpt = run.folder / checkpoint_name(process)
     if resume:
-        done, saved_params, saved = _load_population(ckpt_path())
-        for k, info in enumerate(saved):
-            histories[k] = [EpochRecord.from_dict(h) for h in info["history"]]
-            alive[k] = info["alive"]
-            if loaders[k] is not None:
-                loaders[k].rng.bit_generator.state = info["rng_state"]
-        host_params = saved_params
+        done, params, saved = _load_population(ckpt)
+        for m, info in zip(members, saved, strict=True):
+            m.history = [EpochRecord.from_dict(h) for h in info["history"]]
+            m.alive = info["alive"]
+            m.loader.rng.bit_generator.state = info["rng_state"]
     else:
-        done = 0
-        host_params = [init_params(spec, (m or real[0]).seed, np.float32) for m in members]
+        done, params = 0, [init_params(spec, m.config.seed, np.float32) for m in members]
         if process == 0:
             rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
-    configs = [None if m is None else pc.member_config(m) for m in members]
-    for k, (config, history) in enumerate(zip(configs, histories, strict=True)):
-        if config is not None:
-            member_dir(k).mkdir(parents=True, exist_ok=True)
-            rundir.write_json(member_dir(k) / rundir.CONFIG, {"format": rundir.RUN_FORMAT,
-                              **config.to_dict(), "spec": spec.to_dict()})  # fmt: skip
-            rundir.write_jsonl(member_dir(k) / rundir.METRICS, (r.to_dict() for r in history))
-    params = place.put(stack(host_params))
-    opt_state = jax.vmap(init_opt_state)(params)
-    rates = np.array([[(m or real[0]).lr, (m or real[0]).theta] for m in members], np.float32)
-    lr, theta = place.put(rates[:, 0]), place.put(rates[:, 1])
-    rng_states = [None if ld is None else ld.rng.bit_generator.state for ld in loaders]
-    saved_epoch, snapshot = done, (done, host_params, rng_states)
 
-    def save(epoch: int, params_now: list[Any], rngs: list[Any]) -> None:
-        info = [{"name": None if m is None else m.name, "alive": a, "rng_state": r,
-                 "history": [h.to_dict() for h in hist]}
-                for m, a, r, hist in zip(members, alive, rngs, histories, strict=True)]  # fmt: skip
-        _save_population(ckpt_path(), epoch, params_now, info)
-        for k, config in enumerate(configs):
-            if config is not None and alive[k]:
-                save_checkpoint(member_dir(k) / rundir.CHECKPOINT, spec, params_now[k],
-                                data.vocab, config=config.to_dict(), epoch=epoch,
-                                history=[h.to_dict() for h in histories[k]],
-                                rng_state=rngs[k])  # fmt: skip
-        run.promote()
+    def save_group(epoch: int, params: list[Any], members: list[loop.Member]) -> None:
+        info = [{"name": None if m.folder is None else m.folder.name, "alive": m.alive,
+                 "rng_state": m.loader.rng.bit_generator.state,
+                 "history": [h.to_dict() for h in m.history]} for m in members]  # fmt: skip
+        _save_population(run.folder / checkpoint_name(process), epoch, params, info)
 
-    started = time.perf_counter()
-    speeds = []
+    def val_loaders() -> list[Any]:
+        return [SeqDataLoader(data.val_corpus, B, T, False, m.config.seed) for m in members]
+
+    val = None if data.val_corpus is None else val_loaders
+    context = loop.Loop(run, spec, data.vocab, val, title, save_group, single=False, saved=done)
     try:
-        for epoch in range(done + 1, base.num_epochs + 1):
-            try:
-                params, opt_state, stats = pop.train_epoch(
-                    spec, params, opt_state, loaders, lr, theta, base.use_random_iter, steps,
-                    alive, place, (B, T), chunk, stop=stop,
-                )  # fmt: skip
-            except pop.Stopped:
-                raise _stopped(pc, run, save, snapshot, saved_epoch, epoch) from None
-            vals = [None] * len(members)
-            if val is not None:
-                val_loaders = [None if m is None else SeqDataLoader(val, B, T, False, m.seed)
-                               for m in members]  # fmt: skip
-                vals = pop.evaluate(spec, params, val_loaders, val_steps, place, (B, T), chunk)
-            speeds.append(sum(s.num_tokens for s in stats) / stats[0].seconds)
-            records = []
-            for k, m in enumerate(members):
-                if m is None or not alive[k]:
-                    continue
-                record = EpochRecord.of_epoch(epoch, stats[k], vals[k], m.theta)
-                ppl = record.train_perplexity
-                record.diverged = not math.isfinite(ppl) or ppl > limit
-                alive[k] = not record.diverged
-                histories[k].append(record)
-                records.append(record)
-                rundir.write_jsonl(member_dir(k) / rundir.METRICS,
-                                   (r.to_dict() for r in histories[k]))  # fmt: skip
-            rngs = [None if ld is None else ld.rng.bit_generator.state for ld in loaders]
-            host = unstack(sharding.local_rows(params))
-            snapshot = (epoch, host, rngs)
-            if epoch == 1 or epoch % base.checkpoint_every == 0 or epoch == base.num_epochs:
-                save(epoch, host, rngs)
-                saved_epoch = epoch
-            if epoch % base.predict_every == 0 or epoch == base.num_epochs:
-                for k, cfg in enumerate(configs):
-                    if cfg is not None and histories[k]:
-                        from experiments.run.plots import plot_perplexity
-
-                        plot_perplexity([r.to_dict() for r in histories[k]],
-                                        member_dir(k) / rundir.PLOT, title(cfg),
-                                        cfg.theta)  # fmt: skip
-            if on_epoch is not None:
-                on_epoch(epoch, records)
-            if not any(alive):
-                break
-        seconds_total = time.perf_counter() - started
-        host = snapshot[1]
-        local_device = jax.local_devices(backend=backend.jax_device.platform)[0]
-        described = backend.describe()
-        for k, (m, cfg) in enumerate(zip(members, configs, strict=True)):
-            if m is None or not alive[k]:
-                continue
-            result = RunResult(cfg, member_dir(k), backend.device, histories[k])
-            model = rnn_jax.to_jax(host[k], local_device)
-            result.predictions = {p: rnn_jax.predict(p, cfg.num_preds, spec, model, data.vocab)
-                                  for p in PREFIXES}  # fmt: skip
-            result.summary = summarize(result, described, seconds_total)
-            result.summary["population"] = str(folder)
-            rundir.write_json(member_dir(k) / rundir.SUMMARY, result.summary)
+        group = backend.group(spec, params, [m.config for m in members], data, place)
+        loop.start_files(context, members)
+        seconds = loop.train(context, group, members, done + 1, on_epoch, stop)
+        loop.finish(context, group, members, backend.describe(), seconds, backend.device,
+                    extra={"population": str(pc.path)})  # fmt: skip
     except OSError as err:
-        raise RunWriteError(f"could not write the population's files in {folder}: "
+        raise RunWriteError(f"could not write the population's files in {pc.path}: "
                             f"{err.strerror or err}") from None  # fmt: skip
+    return _aggregate(pc, members)
+
+
+def _aggregate(pc: PopulationConfig, members: list[loop.Member]) -> PopulationResult:
+    """Once every process has written its members: the first one's summary of them all."""
+    import jax
+
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("rnn-lm: every member written")
-    if process != 0:
+    if jax.process_index() != 0:
         return PopulationResult(pc)
+    folder = pc.path
     results = {m.name: r for m in pc.members if (r := load_finished(folder / m.name)) is not None}
     diverged = [m.name for m in pc.members if m.name not in results]
+    epochs = max((len(r.history) for r in results.values()), default=0)
+    speeds = [sum(r.history[e].tokens_per_sec for r in results.values() if len(r.history) > e)
+              for e in range(epochs)]  # fmt: skip
     result = finish(pc, results, diverged, float(np.median(speeds)) if speeds else 0.0, folder)
     if diverged:
         raise RunDiverged(
@@ -252,17 +172,3 @@ def run_jax_population(
             f"{folder / rundir.SUMMARY} sums them up"
         )
     return result
-
-
-def _stopped(pc: PopulationConfig, run: rundir.RunDir, save: Any, snapshot: Any,
-             saved_epoch: int, epoch: int) -> RunInterrupted:  # fmt: skip
-    done, params, rngs = snapshot
-    if done == 0:
-        return interrupted_early(run, epoch)
-    if done > saved_epoch:
-        save(done, params, rngs)
-    return RunInterrupted(
-        f"interrupted during epoch {epoch} of {pc.base.num_epochs}: epoch {done} of every "
-        f"member is saved in {pc.path}; resume with: python -m experiments.{pc.base.section} "
-        f"--resume {pc.path}"
-    )

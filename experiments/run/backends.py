@@ -9,6 +9,7 @@ JAX and PyTorch are imported only when their backend is asked for.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,13 @@ class Backend:
     def describe(self) -> dict[str, Any]:
         """The device, in words, and the versions that matter for this backend."""
         raise NotImplementedError
+
+    def group(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
+              data: Any) -> Any:  # fmt: skip
+        """What the host loop trains (:mod:`experiments.run.loop`): here one member, trained by
+        this backend's epoch (:class:`StepGroup`)."""
+        (first,) = params
+        return StepGroup(self, spec, first, configs[0])
 
 
 def _cpu_name() -> str:
@@ -149,6 +157,20 @@ class JaxBackend(Backend):
     def to_numpy(self, model: Any) -> Params:
         return self._jax.tree_util.tree_map(np.asarray, model)
 
+    def group(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
+              data: Any, place: Any = None) -> Any:  # fmt: skip
+        """Every member in one compiled program (:class:`JaxGroup`), on this backend's device
+        unless ``place`` says otherwise."""
+        from numpy_ref.population import max_batches
+        from rnn_jax.epoch import Placement
+
+        base = configs[0]
+        shape = (base.batch_size, base.num_steps)
+        steps = max_batches(len(data.train.corpus), *shape, base.loader_random)
+        val = 0 if data.val_corpus is None else max_batches(len(data.val_corpus), *shape, False)
+        place = place or Placement(None, len(params), range(len(params)), self._device)
+        return JaxGroup(spec, params, configs, (steps, val), place)
+
     def describe(self) -> dict[str, Any]:
         import jaxlib
         import optax
@@ -220,3 +242,95 @@ BACKENDS = {"numpy": NumpyBackend, "jax": JaxBackend, "torch": TorchBackend}
 def make_backend(config: RunConfig) -> Backend:
     """The backend of ``config.impl``; :class:`ImplUnavailableError` if it cannot run here."""
     return BACKENDS[config.impl](config)
+
+
+# --- groups: what the host loop (experiments.run.loop) trains in lockstep ---------------------
+
+
+class Stop(Exception):
+    """Raised by a group between two chunks (or minibatches) when the run is asked to stop."""
+
+
+class Stoppable:
+    """A loader that raises :class:`Stop` before handing out a minibatch once
+    ``stop()`` turns True (a backend that steps minibatch by minibatch)."""
+
+    def __init__(self, loader: Any, stop: Callable[[], bool] | None) -> None:
+        self.loader, self.stop = loader, stop or (lambda: False)
+        self.use_random_iter = loader.use_random_iter
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in self.loader:
+            if self.stop():
+                raise Stop
+            yield batch
+
+
+class StepGroup:
+    """One member trained by its backend's epoch (numpy_ref's or PyTorch's loop over steps).
+
+    ``snapshot()`` is the NumPy parameters of the last complete epoch (numpy: the epoch's own
+    result; torch: a copy, since the module trains in place)."""
+
+    def __init__(self, backend: Backend, spec: ModelSpec, params: Params, config: Any) -> None:
+        self.backend, self.lr, self.theta = backend, config.lr, config.theta
+        self.model = backend.prepare(spec, params)
+        self.last = params
+
+    def train_epoch(self, loaders: list[Any], use_random_iter: bool,
+                    stop: Callable[[], bool] | None) -> list[EpochStats]:  # fmt: skip
+        (loader,) = loaders
+        self.model, stats = self.backend.train_epoch(self.model, Stoppable(loader, stop), self.lr,
+                                                     self.theta, use_random_iter)  # fmt: skip
+        self.last = self.backend.to_numpy(self.model)
+        return [stats]
+
+    def evaluate(self, loaders: list[Any]) -> list[float]:
+        return [self.backend.evaluate(self.model, loaders[0])]
+
+    def predict(self, prefixes: Sequence[str], num_preds: int, vocab: Any) -> list[list[str]]:
+        return [[self.backend.predict(self.model, p, num_preds, vocab) for p in prefixes]]
+
+    def snapshot(self) -> Params:
+        return self.last
+
+    def to_numpy(self, snapshot: Params) -> list[Params]:
+        return [snapshot]
+
+
+class JaxGroup:
+    """M members (M = 1: a single run) as one compiled program per chunk of an epoch
+    (:mod:`rnn_jax.epoch`); ``snapshot()`` is the device arrays of the last complete epoch."""
+
+    def __init__(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
+                 steps: tuple[int, int], place: Any) -> None:  # fmt: skip
+        from rnn_jax import epoch
+
+        self._epoch, self.spec = epoch, spec
+        rates = [(c.lr, c.theta) for c in configs]
+        self.members = epoch.Members.create(spec, list(params), rates, place)
+        self.shape = (configs[0].batch_size, configs[0].num_steps)
+        self.steps, self.val_steps = steps
+
+    def train_epoch(self, loaders: list[Any], use_random_iter: bool,
+                    stop: Callable[[], bool] | None) -> list[EpochStats]:  # fmt: skip
+        try:
+            return self._epoch.train_epoch(self.members, loaders, use_random_iter, self.shape,
+                                           self.steps, stop=stop)  # fmt: skip
+        except self._epoch.Stopped:
+            raise Stop from None
+
+    def evaluate(self, loaders: list[Any]) -> list[float]:
+        return self._epoch.evaluate(self.members, loaders, self.shape, self.val_steps)
+
+    def predict(self, prefixes: Sequence[str], num_preds: int, vocab: Any) -> list[list[str]]:
+        from rnn_jax.generation import predict_greedy
+
+        return predict_greedy(prefixes, num_preds, self.spec, self.members.params, vocab,
+                              rows=self.members.place.rows)  # fmt: skip
+
+    def snapshot(self) -> Any:
+        return self.members.params
+
+    def to_numpy(self, snapshot: Any) -> list[Params]:
+        return self.members.to_numpy(snapshot)

@@ -34,7 +34,7 @@ def fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
 
 def stopped(prog: str, err: Exception, stop: signals.StopFlag) -> int:
     """The one line and exit code of a run that ended early (:class:`RunStopped`)."""
-    from experiments.run.runner import RunDiverged, RunInterrupted
+    from experiments.run.loop import RunDiverged, RunInterrupted
 
     message = " ".join(str(err).split())
     if isinstance(err, RunInterrupted):

@@ -99,6 +99,7 @@ class RunConfig:
     predict_every: int = 10  # epochs between two printed continuations of "time traveller"
     num_preds: int = 50
     checkpoint_every: int = 10  # epochs between checkpoints (also after epoch 1 and the last)
+    val_every: int = 10  # epochs between two validations (also after the last)
     max_perplexity: float | None = None  # a training perplexity above it is a divergence;
     # None: 4 x the vocabulary size (uniform guessing scores the vocabulary size)
     command: str = ""  # the command line, recorded in summary.json
@@ -198,6 +199,7 @@ def validate(config: RunConfig) -> None:
          "an integer >= 1"),
         ("--checkpoint-every", config.checkpoint_every, is_int(config.checkpoint_every),
          "an integer >= 1"),
+        ("--val-every", config.val_every, is_int(config.val_every), "an integer >= 1"),
         ("--max-perplexity", config.max_perplexity,
          config.max_perplexity is None or is_positive(config.max_perplexity),
          "a finite number > 0"),

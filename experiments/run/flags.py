@@ -142,6 +142,9 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     parser.add_argument("--checkpoint-every", type=POSITIVE, metavar="N",
                         help="epochs between checkpoints (default 10; also after epoch 1 and the "
                              "last)")  # fmt: skip
+    parser.add_argument("--val-every", type=POSITIVE, metavar="N",
+                        help="epochs between two validations on the held-out text (default 10; "
+                             "also after the last)")  # fmt: skip
     parser.add_argument("--max-perplexity", type=POSITIVE_NUMBER, metavar="P",
                         help="stop as diverged when the training perplexity exceeds P (default "
                              "4 x the vocabulary size)")  # fmt: skip
@@ -220,6 +223,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "data_path": args.data,
         "gru_reset": getattr(args, "gru_reset", None),
         "checkpoint_every": args.checkpoint_every,
+        "val_every": args.val_every,
         "max_perplexity": args.max_perplexity,
     }
 

@@ -47,61 +47,68 @@ def _line(ax: Any, pairs: Sequence[tuple[Any, Any]], **style: Any) -> None:
         ax.plot(*zip(*points, strict=True), **style)
 
 
+class PerplexityPlot:
+    """The book's animator as a picture, with the gradient's norm under it, drawn into one
+    figure that every later :meth:`save` of the same run reuses (the lines' data replaced, the
+    axes rescaled; no layout solver: the margins are fixed), so a save costs one rendering.
+
+    Top: train and (when present) validation perplexity against the epoch, the validation
+    points joined across epochs without validation. Bottom: the global gradient norm before
+    clipping per epoch (median and largest over the minibatches, log scale), the clipping
+    threshold ``theta``, and on the right axis the fraction of minibatches that were clipped.
+    """
+
+    def __init__(self, title: str, theta: float | None = None) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.fig = Figure(figsize=(5.5, 5.8))
+        FigureCanvasAgg(self.fig)
+        top, bottom = self.fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        self.fig.subplots_adjust(left=0.17, right=0.86, top=0.93, bottom=0.09, hspace=0.08)
+        top.set_title(title, fontsize=10)
+        top.set_ylabel("perplexity")
+        top.grid(True, alpha=0.3)
+        share = bottom.twinx()
+        self.lines = {
+            "train_perplexity": top.plot([], [], label="train")[0],
+            "val_perplexity": top.plot([], [], label="val", linestyle="--")[0],
+            "grad_norm_median": bottom.plot([], [], color="C2", label="‖g‖ median")[0],
+            "grad_norm_max": bottom.plot([], [], color="C3", linewidth=0.8, label="‖g‖ max")[0],
+            "clipped_fraction": share.plot([], [], color="C4", linewidth=0.6, alpha=0.6)[0],
+        }
+        top.legend(fontsize=8)
+        if theta is not None:
+            bottom.axhline(theta, color="gray", linestyle=":", label=f"θ = {theta:g}")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("gradient norm\nbefore clipping")
+        bottom.set_xlabel("epoch")
+        bottom.grid(True, alpha=0.3)
+        bottom.legend(fontsize=7, loc="upper right")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        share.set_ylim(-0.02, 1.02)
+        share.set_ylabel("clipped fraction", color="C4", fontsize=8)
+        self.axes = (top, bottom)
+
+    def save(self, records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+        """Draw ``records`` (the lines of ``metrics.jsonl``) and write the PNG atomically."""
+        for key, line in self.lines.items():
+            points = _finite([(r["epoch"], r.get(key)) for r in records])
+            line.set_data(*(zip(*points, strict=True) if points else ([], [])))
+        for ax in self.axes:
+            ax.relim()
+            ax.autoscale_view()
+        save_figure(self.fig, path)
+
+
 def plot_perplexity(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
     title: str,
     theta: float | None = None,
 ) -> None:
-    """The book's animator as a picture, with the gradient's norm under it.
-
-    Top: train and (when present) validation perplexity against the epoch. Bottom, when the
-    records hold them: the global gradient norm before clipping per epoch (median and largest over
-    the minibatches, log scale), the clipping threshold ``theta``, and on the right axis the
-    fraction of minibatches that were clipped.
-
-    Args:
-        records: the lines of ``metrics.jsonl``.
-        path: the PNG to write.
-        title: the figure's title.
-        theta: the clipping threshold, drawn as a dashed line.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    with_norms = any(r.get("grad_norm_median") is not None for r in records)
-    fig = Figure(figsize=(5.5, 5.8 if with_norms else 3.8))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if with_norms else [fig.subplots()]
-    top = axes[0]
-    top.set_title(title, fontsize=10)
-    top.set_ylabel("perplexity")
-
-    def series(key: str) -> list[tuple[Any, Any]]:
-        return [(r["epoch"], r.get(key)) for r in records]
-
-    _line(top, series("train_perplexity"), label="train")
-    _line(top, series("val_perplexity"), label="val", linestyle="--")
-    top.legend(fontsize=8)
-    top.grid(True, alpha=0.3)
-    if with_norms:
-        bottom = axes[1]
-        _line(bottom, series("grad_norm_median"), color="C2", label="‖g‖ median")
-        _line(bottom, series("grad_norm_max"), color="C3", linewidth=0.8, label="‖g‖ max")
-        if theta is not None:
-            bottom.axhline(theta, color="gray", linestyle=":", label=f"θ = {theta:g}")
-        bottom.set_yscale("log")
-        bottom.set_ylabel("gradient norm\nbefore clipping")
-        bottom.grid(True, alpha=0.3)
-        share = bottom.twinx()
-        _line(share, series("clipped_fraction"), color="C4", linewidth=0.6, alpha=0.6)
-        share.set_ylim(-0.02, 1.02)
-        share.set_ylabel("clipped fraction", color="C4", fontsize=8)
-        bottom.legend(fontsize=7, loc="upper right")
-    axes[-1].set_xlabel("epoch")
-    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    save_figure(fig, path)
+    """One :class:`PerplexityPlot` of ``records``, saved to ``path``."""
+    PerplexityPlot(title, theta).save(records, path)
 
 
 def plot_comparison(
@@ -165,9 +172,10 @@ def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]
                     v = record.get(key)
                     values[k, e] = np.nan if v is None else float(v)
             values[~np.isfinite(values)] = np.nan
-            if np.isnan(values).all():
+            measured = ~np.isnan(values).all(axis=0)  # validation: every --val-every epochs
+            if not measured.any():
                 continue
-            x = np.arange(1, epochs + 1)
+            x, values = np.arange(1, epochs + 1)[measured], values[:, measured]
             name = f"{label} ({len(runs)} runs)" if key == "train_perplexity" else None
             ax.plot(x, np.nanmedian(values, axis=0), style, color=colour, linewidth=1.2,
                     label=name)  # fmt: skip

@@ -67,9 +67,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, text + "\n")
 
 
+def json_line(record: dict[str, Any]) -> str:
+    """One line of a ``.jsonl`` file, newline included."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"
+
+
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
-    lines = (json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
-    write_text_atomic(path, "".join(lines))
+    write_text_atomic(path, "".join(json_line(r) for r in records))
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

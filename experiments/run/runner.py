@@ -6,15 +6,16 @@ the ``on_epoch`` callback, or the message of a :class:`RunStopped`; this module 
 Data: the vocabulary and the held-out part come from the whole text; ``split_corpus`` keeps its
 last ``val_fraction`` as validation, and training uses the first ``max_tokens`` tokens of the rest
 (the book's ``load_data_time_machine(32, 35, max_tokens=10000)``), so no validation token is ever
-trained on. Validation runs the implementation's ``evaluate`` after every epoch, over sequential
-minibatches from a loader seeded anew each time, so every epoch (and every implementation) sees
-the same validation batches.
+trained on. Validation runs the implementation's ``evaluate`` every ``val_every`` epochs and
+after the last, over sequential minibatches from a loader seeded anew each time, so every
+validation (and every implementation) sees the same batches.
 
+The loop itself is :mod:`experiments.run.loop`'s, for a single run as for a population.
 Durability: after epoch 1, every ``checkpoint_every`` epochs and after the last, the checkpoint
 (parameters, epoch, the training loader's generator state, the history, the config) is rewritten
-atomically; ``metrics.jsonl`` after every epoch. A run asked to stop (``stop()`` turns True, e.g.
-on SIGINT) finishes its minibatch, saves the last completed epoch and raises
-:class:`RunInterrupted`; a non-finite or too high training perplexity raises
+atomically; ``metrics.jsonl`` gets a line after every epoch. A run asked to stop (``stop()``
+turns True, e.g. on SIGINT) ends the chunk of minibatches under way, saves the last completed
+epoch and raises :class:`RunInterrupted`; a non-finite or too high training perplexity raises
 :class:`RunDiverged` with the last good checkpoint kept. ``resume=True`` continues a run from its
 checkpoint: the generator state, parameters and history are the ones the uninterrupted run had
 after that epoch, so the continuation is bit-identical on the same device.
@@ -23,45 +24,23 @@ after that epoch, so the continuation is bit-identical on the same device.
 from __future__ import annotations
 
 import json
-import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.run import rundir, runtime
+from experiments.run import loop, rundir, runtime
 from experiments.run.backends import Backend, make_backend
 from experiments.run.config import SECTIONS, ConfigError, RunConfig, validate
-from experiments.run.plots import plot_perplexity
-from experiments.run.records import PREFIXES, EpochRecord, RunResult, summarize
-from numpy_ref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from experiments.run.loop import RunWriteError
+from experiments.run.records import EpochRecord, RunResult
+from numpy_ref.checkpoint import CheckpointError, load_checkpoint
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, min_corpus_length, split_corpus
 from numpy_ref.spec import ModelSpec, init_params
 
-RESUMABLE = ("num_epochs", "device", "checkpoint_every")  # what --resume may change
-
-
-class RunStopped(Exception):
-    """A run ended early; the message is the one line the command prints."""
-
-
-class RunInterrupted(RunStopped):
-    """Asked to stop (SIGINT, SIGTERM): the last completed epoch is saved."""
-
-
-class RunDiverged(RunStopped):
-    """The training perplexity became non-finite or exceeded the run's limit."""
-
-
-class RunWriteError(RunStopped):
-    """A file of the run could not be written (disk full, file too large)."""
-
-
-class _Stop(Exception):
-    """Raised from the loader between two minibatches when the run is asked to stop."""
+RESUMABLE = ("num_epochs", "device", "checkpoint_every", "val_every")  # what --resume may change
 
 
 @dataclass(frozen=True)
@@ -78,20 +57,6 @@ class Data:
         return SeqDataLoader(
             self.val_corpus, config.batch_size, config.num_steps, False, config.seed
         )
-
-
-class _Stoppable:
-    """A loader that raises :class:`_Stop` before handing out a minibatch once ``stop()``."""
-
-    def __init__(self, loader: SeqDataLoader, stop: Callable[[], bool]) -> None:
-        self.loader, self.stop = loader, stop
-        self.use_random_iter = loader.use_random_iter
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in self.loader:
-            if self.stop():
-                raise _Stop
-            yield batch
 
 
 def load_data(config: RunConfig) -> Data:
@@ -201,25 +166,6 @@ def resume_config(path: str | Path, section: str, given: dict[str, Any]) -> RunC
     return replace(saved, out=str(path), overwrite=False, resumed_at=resumed_at, **changes)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """What the checkpoint of the last completed epoch holds (the training loader's generator
-    state is the one the next epoch starts from)."""
-
-    epoch: int
-    params: Any
-    rng_state: Any
-    history: list[EpochRecord]
-
-
-def _write_checkpoint(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: Any,
-                      saved: _Snapshot) -> None:  # fmt: skip
-    save_checkpoint(run.file(rundir.CHECKPOINT), spec, saved.params, vocab,
-                    config=config.to_dict(), epoch=saved.epoch,
-                    history=[r.to_dict() for r in saved.history],
-                    rng_state=saved.rng_state)  # fmt: skip
-
-
 def run_experiment(
     config: RunConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
@@ -228,13 +174,15 @@ def run_experiment(
     resume: bool = False,
 ) -> RunResult:
     """Train ``config``'s model from ``init_params(spec, config.seed)`` (or, with ``resume``,
-    from the checkpoint in ``config.out``) and write its run directory.
+    from the checkpoint in ``config.out``) and write its run directory: the host loop
+    (:mod:`experiments.run.loop`) over a group of one member.
 
     Args:
         config: the run's settings.
         on_epoch: called after every epoch with its record (the CLI prints and ticks from it).
         checked: what :func:`start` returned, when the caller already ran it.
-        stop: polled between minibatches; True ends the run with :class:`RunInterrupted`.
+        stop: polled between chunks of minibatches; True ends the run with
+            :class:`RunInterrupted`.
         resume: continue the run saved in ``config.out`` (see :func:`resume_config`).
 
     Returns:
@@ -245,117 +193,32 @@ def run_experiment(
     """
     backend, data = checked if checked is not None else start(config, resume)
     spec = model_spec(config, len(data.vocab))
+    member = loop.Member(config, Path(), data.train)
     if resume:
         run = rundir.RunDir(config.out, staged=False)
         ckpt = load_checkpoint(run.file(rundir.CHECKPOINT), spec=spec, vocab=data.vocab)
-        params, history = ckpt.params, [EpochRecord.from_dict(h) for h in ckpt.history]
+        params, member.history = ckpt.params, [EpochRecord.from_dict(h) for h in ckpt.history]
         data.train.rng.bit_generator.state = ckpt.rng_state
     else:
         run = rundir.RunDir.create(config.out, config.overwrite)
-        params, history = init_params(spec, config.seed, np.float32), []
-    result = RunResult(config, run.path, backend.device, history)
-    described = backend.describe()
-    limit = config.divergence_limit(spec.vocab_size)
-    loader = _Stoppable(data.train, stop or (lambda: False))
-    saved = _Snapshot(len(history), params, data.train.rng.bit_generator.state, list(history))
-    saved_epoch = len(history) if resume else -1  # -1: nothing on disk yet
+        params = init_params(spec, config.seed, np.float32)
+    val = None if data.val_corpus is None else (lambda: [data.val_loader(config)])
+    context = loop.Loop(run, spec, data.vocab, val, title)
     try:
-        model = backend.prepare(spec, params)
-        rundir.write_json(run.file(rundir.CONFIG), {"format": rundir.RUN_FORMAT,
-                          **config.to_dict(), "spec": spec.to_dict()})  # fmt: skip
-        rundir.write_jsonl(run.file(rundir.METRICS), (r.to_dict() for r in history))
-        started = time.perf_counter()
-        for epoch in range(len(history) + 1, config.num_epochs + 1):
-            try:
-                model, stats = backend.train_epoch(
-                    model, loader, config.lr, config.theta, config.use_random_iter
-                )
-            except _Stop:
-                raise _interrupted(run, spec, config, data.vocab, saved, saved_epoch,
-                                   epoch) from None  # fmt: skip
-            val_loader = data.val_loader(config)
-            val = None if val_loader is None else backend.evaluate(model, val_loader)
-            sample = None
-            if epoch % config.predict_every == 0:
-                sample = backend.predict(model, PREFIXES[0], config.num_preds, data.vocab)
-            ppl = stats.perplexity
-            diverged = not math.isfinite(ppl) or ppl > limit
-            record = EpochRecord.of_epoch(epoch, stats, val, config.theta, sample=sample,
-                                          diverged=diverged)  # fmt: skip
-            history.append(record)
-            rundir.write_jsonl(run.file(rundir.METRICS), (r.to_dict() for r in history))
-            if diverged:
-                raise _diverged(run, config, saved_epoch, epoch, ppl, limit) from None
-            rng_state = data.train.rng.bit_generator.state
-            saved = _Snapshot(epoch, backend.to_numpy(model), rng_state, list(history))
-            if epoch == 1 or epoch % config.checkpoint_every == 0 or epoch == config.num_epochs:
-                _write_checkpoint(run, spec, config, data.vocab, saved)
-                saved_epoch = epoch
-                run.promote()
-            if sample is not None:
-                plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT),
-                                title(config), config.theta)  # fmt: skip
-            if on_epoch is not None:
-                on_epoch(record)
-        seconds_total = time.perf_counter() - started
-        result.predictions = {
-            p: backend.predict(model, p, config.num_preds, data.vocab) for p in PREFIXES
-        }
-        result.params = backend.to_numpy(model)
-        plot_perplexity([r.to_dict() for r in history], run.file(rundir.PLOT), title(config),
-                        config.theta)  # fmt: skip
-        result.summary = summarize(result, described, seconds_total)
-        rundir.write_json(run.file(rundir.SUMMARY), result.summary)
+        group = backend.group(spec, [params], [config], data)
+        loop.start_files(context, [member])
+        first = len(member.history) + 1
+        callback = None if on_epoch is None else (lambda epoch, records: on_epoch(records[0]))
+        seconds = loop.train(context, group, [member], first, callback, stop)
+        (result,) = loop.finish(context, group, [member], backend.describe(), seconds,
+                                backend.device)  # fmt: skip
     except OSError as err:
-        where = f" (epoch {saved_epoch} is saved in {run.path / rundir.CHECKPOINT})"
+        saved = context.saved
+        where = f" (epoch {saved} is saved in {run.path / rundir.CHECKPOINT})" if saved else ""
         raise RunWriteError(
-            f"could not write the run's files in {run.path}: {err.strerror or err}"
-            f"{where if saved_epoch > 0 else ''}"
+            f"could not write the run's files in {run.path}: {err.strerror or err}{where}"
         ) from None
     return result
-
-
-def _interrupted(run: rundir.RunDir, spec: ModelSpec, config: RunConfig, vocab: Any,
-                 saved: _Snapshot, saved_epoch: int, epoch: int) -> RunInterrupted:  # fmt: skip
-    """Save the last completed epoch (unless on disk already) and word the message."""
-    done = saved.epoch
-    if done == 0:
-        return interrupted_early(run, epoch)
-    if done > saved_epoch:
-        _write_checkpoint(run, spec, config, vocab, saved)
-        run.promote()
-    return RunInterrupted(
-        f"interrupted during epoch {epoch} of {config.num_epochs}: epoch {done} is saved in "
-        f"{run.path / rundir.CHECKPOINT}; resume with: python -m experiments.{config.section} "
-        f"--resume {run.path}"
-    )
-
-
-def interrupted_early(run: rundir.RunDir, epoch: int) -> RunInterrupted:
-    """A run stopped before its first epoch was complete: nothing to save; an earlier result in
-    its directory stays as it was."""
-    kept = "the earlier result there is kept" if run.staged else "nothing was saved"
-    run.discard()
-    return RunInterrupted(
-        f"interrupted during epoch {epoch}, before any epoch was complete: {kept}"
-    )
-
-
-def _diverged(run: rundir.RunDir, config: RunConfig, saved_epoch: int, epoch: int, ppl: float,
-              limit: float) -> RunDiverged:  # fmt: skip
-    if saved_epoch > 0:
-        kept = f"the last good checkpoint (epoch {saved_epoch}) is kept in {run.path}"
-    elif run.staged:
-        run.discard()
-        kept = f"the earlier result in {run.path} is kept"
-    else:
-        kept = f"no epoch was saved; {rundir.METRICS} in {run.path} records the divergence"
-    why = "" if config.max_perplexity is not None else " (4 x the vocabulary size)"
-    return RunDiverged(
-        f"epoch {epoch} diverged: the training perplexity is {ppl:.4g}, above "
-        f"--max-perplexity {limit:g}{why}; {kept}. Lower --lr (now {config.lr:g}) or --theta "
-        f"(now {config.theta:g})."
-    )
 
 
 def load_finished(path: str | Path) -> RunResult | None:

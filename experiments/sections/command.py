@@ -52,7 +52,8 @@ def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.Stop
     from experiments.populations import population
     from experiments.populations.runner import run_population_with_progress
     from experiments.run import flags, runtime
-    from experiments.run.runner import RunStopped, start
+    from experiments.run.loop import RunStopped
+    from experiments.run.runner import start
 
     try:
         args = flags.build_parser(section).parse_args(argv)
