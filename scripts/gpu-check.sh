@@ -5,9 +5,10 @@
 #   scripts/gpu-check.sh --dry-run    # a tiny, fast version of every step, on the CPU (tests/test_gpu_check.py)
 #
 # Steps: (1) the devices JAX and PyTorch see; (2) the tests that take a GPU (tests/test_gpu.py);
-# (3) experiments.bench on the GPU, PyTorch's cuDNN models side by side; (4) the population bench,
-# only where experiments.bench has --population; (5) one 500-epoch run of the book's scratch RNN
-# with JAX; (6) the table of (3)-(5), with the goals, into docs/performance.md between the lines
+# (3) experiments.bench on the GPU, PyTorch's cuDNN models side by side; (4) the population bench;
+# (5) one 500-epoch run of the book's scratch RNN with JAX; (5b) bench --end-to-end: the 500-epoch
+# commands (scratch RNN, LSTM; JAX and PyTorch) and a 64-member JAX population, wall time against
+# their steps (goals: the scratch run under 10 s, the population under 60 s); (6) the table of (3)-(5), with the goals, into docs/performance.md between the lines
 # <!-- gpu-check: begin --> and <!-- gpu-check: end -->.
 #
 # Options: --out DIR (default runs/gpu-check), --doc FILE (default docs/performance.md; with
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --out) OUT=$2; shift ;;
     --doc) DOC=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -37,12 +38,14 @@ if [ "$DRY" = 1 ]; then
   BENCH=(--configs rnn --impls jax-bptt torch --repeats 2 --warmup 0)
   POPULATION=(--population 1,2 --quick --configs rnn)
   SCRATCH=(--epochs 2 --max-tokens 2000)
+  END_TO_END=(--configs rnn-scratch --impls jax-bptt --epochs 1 --members 2 --repeats 2)
 else
   DEV=gpu; DOC=${DOC:-docs/performance.md}
   TESTS=()
   BENCH=()
   POPULATION=(--population 1,4,16,64)
   SCRATCH=(--epochs 500)
+  END_TO_END=(--epochs 500 --members 64 --repeats 20)
 fi
 START=$SECONDS
 step() { echo; echo "== gpu-check step $1 ($((SECONDS - START)) s so far)"; }
@@ -57,20 +60,16 @@ RNN_LM_TEST_DEVICE=$DEV "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step "3: bench on the $DEV, PyTorch's cuDNN models beside JAX"
 "$PY" -m experiments.bench --device "$DEV" --corpus-mb 0 --json "$OUT/bench.json" "${BENCH[@]}"
 
-# --- step 4: the population bench (rnn_jax/epoch.py) -------------
-# Runs only where experiments.bench has --population; until then the step says so and goes on.
-step "4: population bench"
-POP_JSON=()
-if "$PY" -m experiments.bench --help | grep -q -- "--population"; then
-  "$PY" -m experiments.bench "${POPULATION[@]}" --device "$DEV" --corpus-mb 0 --json "$OUT/population.json"
-  POP_JSON=(--population "$OUT/population.json")
-else
-  echo "experiments.bench has no --population yet: step skipped"
-fi
+step "4: population bench (rnn_jax/epoch.py)"
+"$PY" -m experiments.bench "${POPULATION[@]}" --device "$DEV" --corpus-mb 0 --json "$OUT/population.json"
+POP_JSON=(--population "$OUT/population.json")
 
 step "5: the book's scratch RNN with JAX, ${SCRATCH[*]}"
 "$PY" -m experiments.rnn_scratch --impl jax --device "$DEV" --iter seq --overwrite \
   --out "$OUT/scratch" "${SCRATCH[@]}"
+
+step "5b: the user's clock: whole commands against their steps, ${END_TO_END[*]}"
+"$PY" -m experiments.bench --end-to-end --device "$DEV" --json "$OUT/end_to_end.json" "${END_TO_END[@]}"
 
 step "6: the table, into $DOC"
 COMMAND="scripts/gpu-check.sh"

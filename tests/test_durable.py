@@ -185,6 +185,22 @@ def test_overwrite_keeps_the_previous_result_until_the_new_run_has_a_checkpoint(
     assert json.loads((out / CONFIG).read_text())["seed"] == 1
 
 
+def test_a_resume_drops_the_records_after_its_checkpoint_and_a_torn_last_line(
+    tmp_path, capsys
+) -> None:
+    """metrics.jsonl is appended a line per epoch; the checkpoint says what is valid."""
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--out", str(out))[0] == 0
+    lines = (out / METRICS).read_text().splitlines()
+    with open(out / METRICS, "a", encoding="utf-8") as f:  # as if epoch 3 ran, then kill -9
+        f.write(lines[-1].replace('"epoch": 2', '"epoch": 3') + "\n" + lines[-1][:25])
+    assert run_main(capsys, "--resume", str(out), "--epochs", "4")[0] == 0
+    records = [json.loads(r) for r in (out / METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[:2] == [json.loads(r) for r in lines]
+    assert records[2]["train_perplexity"] != records[1]["train_perplexity"]  # trained anew
+
+
 def test_resume_continues_to_more_epochs_and_refuses_what_it_cannot_do(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert run_main(capsys, *TINY, "--out", str(out))[0] == 0

@@ -101,3 +101,18 @@ def test_keep_freed_memory_reuses_a_freed_buffer_without_page_faults() -> None:
     # fresh pages every time: 12,288 of 4 KiB, or 24 where transparent huge pages (2 MiB) serve
     assert found["default"][1] >= 20, found
     assert found["kept"][1] == 0, found
+
+
+def test_end_to_end_efficiency_is_wall_time_over_compile_plus_steps() -> None:
+    from experiments.benchmarks import end_to_end
+
+    found = end_to_end.commands(["rnn-scratch", "lstm"], ["jax", "numpy"], 100, 16)
+    assert [(c.config, c.impl, c.members) for c in found] == [
+        ("rnn-scratch", "jax", 1), ("rnn-scratch", "numpy", 1), ("lstm", "jax", 1),
+        ("lstm", "numpy", 1), ("rnn-scratch", "jax", 16)]  # fmt: skip
+    assert "--seeds" in found[-1].argv and "0-15" in found[-1].argv
+    c = found[0]
+    c.wall, c.steps, c.step, c.compile, c.tokens = 30.0, 800, 0.02, 1.0, 800 * 32 * 35
+    assert c.step_bound == pytest.approx(17.0) and c.efficiency == pytest.approx(30 / 17)
+    table = end_to_end.format_table([c])
+    assert "1.76x" in table and "17.0" in table and "56,000" in table  # 32*35 tokens / 20 ms

@@ -240,6 +240,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--population", metavar="1,4,16", type=_counts,
                         help="instead: a population of each size against PyTorch's runs in turn "
                              "(experiments/benchmarks/bench_population.py)")  # fmt: skip
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="instead: whole commands against their steps, jax, numpy and torch "
+                             "(experiments/benchmarks/end_to_end.py)")  # fmt: skip
+    parser.add_argument(
+        "--epochs",
+        type=POSITIVE,
+        default=100,
+        help="with --end-to-end: each command's epochs (default 100)",
+    )
+    parser.add_argument(
+        "--members",
+        type=NON_NEGATIVE,
+        default=16,
+        help="with --end-to-end: the JAX population's size (default 16; 0: none)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 10, 1
@@ -286,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads: {threads} ({settings['threads']}, from {settings['policy']}); "
           f"compile cache {settings['compile_cache'] or 'off'}; "
           f"malloc {settings['malloc']}")  # fmt: skip
+    if args.end_to_end:
+        return _end_to_end(args, env, prog)
     if args.population:
         from experiments.benchmarks import bench_population
 
@@ -323,4 +340,29 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.json, {"environment": env, "settings": settings, **found})
         except OSError as err:
             return fail(prog, f"--json {args.json}: {err.strerror or err}", 1)
+    return 0
+
+
+def _end_to_end(args: argparse.Namespace, env: dict[str, Any], prog: str) -> int:
+    """``--end-to-end``: the commands' wall time against their steps'."""
+    from experiments.benchmarks import end_to_end
+
+    runtime.disable_compile_cache()  # the first call here is a cold compile, as in the commands
+    impls = ["jax", "torch"] if args.device == "gpu" else ["jax", "numpy", "torch"]
+    impls = [i for i in impls if i != "torch" or env["torch"] is not None]
+    if args.impls:  # the steps' names: jax-bptt runs the jax command
+        impls = [i for i in impls if i in {s.split("-")[0] for s in args.impls}]
+    configs = [c for c in args.configs if c in dict(end_to_end.COMMANDS).values()]
+    print(f"--epochs {args.epochs}, --iter seq; step: median of {args.repeats} timed steps; "
+          f"every command in a fresh process without the compile cache\n")  # fmt: skip
+    try:
+        found = end_to_end.bench_end_to_end(configs, impls, args.epochs, args.members,
+                                            args.repeats, args.threads, args.device)  # fmt: skip
+    except RuntimeError as err:
+        return fail(prog, str(err), 1)
+    print(end_to_end.format_table(found), flush=True)
+    if args.json:
+        rows = [{**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency}
+                for c in found]  # fmt: skip
+        write_json(args.json, {"environment": env, "end_to_end": rows})
     return 0

@@ -103,21 +103,31 @@ def start_files(loop: Loop, members: Sequence[Member]) -> None:
         if m.folder is None:
             continue
         m.path(loop.run, "").mkdir(parents=True, exist_ok=True)
-        rundir.write_json(m.path(loop.run, rundir.CONFIG), {"format": rundir.RUN_FORMAT,
-                          **m.config.to_dict(), "spec": loop.spec.to_dict()})  # fmt: skip
+        rundir.write_json(
+            m.path(loop.run, rundir.CONFIG),
+            {"format": rundir.RUN_FORMAT, **m.config.to_dict(), "spec": loop.spec.to_dict()},
+        )
         rundir.write_jsonl(m.path(loop.run, rundir.METRICS), (r.to_dict() for r in m.history))
 
 
-def save(loop: Loop, epoch: int, params: list[Any], members: Sequence[Member],
-         rng_states: list[Any]) -> None:  # fmt: skip
+def save(
+    loop: Loop, epoch: int, params: list[Any], members: Sequence[Member], rng_states: list[Any]
+) -> None:
     """The checkpoints of ``epoch``: the group's (a population's), then each training member's."""
     if loop.save_group is not None:
         loop.save_group(epoch, params, list(members))
     for m, p, rng in zip(members, params, rng_states, strict=True):
         if m.alive:
-            save_checkpoint(m.path(loop.run, rundir.CHECKPOINT), loop.spec, p, loop.vocab,
-                            config=m.config.to_dict(), epoch=epoch,
-                            history=[h.to_dict() for h in m.history], rng_state=rng)  # fmt: skip
+            save_checkpoint(
+                m.path(loop.run, rundir.CHECKPOINT),
+                loop.spec,
+                p,
+                loop.vocab,
+                config=m.config.to_dict(),
+                epoch=epoch,
+                history=[h.to_dict() for h in m.history],
+                rng_state=rng,
+            )
     loop.run.promote()
     loop.saved = epoch
 
@@ -170,8 +180,9 @@ def train(
                 continue
             ppl = s.perplexity
             diverged = not math.isfinite(ppl) or ppl > limit
-            record = EpochRecord.of_epoch(epoch, s, v, m.config.theta, sample=sample,
-                                          diverged=diverged)  # fmt: skip
+            record = EpochRecord.of_epoch(
+                epoch, s, v, m.config.theta, sample=sample, diverged=diverged
+            )
             m.history.append(record)
             records.append(record)
         _append_metrics(loop, [m for m in members if m.alive], records)
@@ -192,9 +203,15 @@ def train(
     return time.perf_counter() - started
 
 
-def finish(loop: Loop, group: Any, members: Sequence[Member], described: dict[str, Any],
-           seconds: float, device: str, extra: dict[str, Any] | None = None
-           ) -> list[RunResult]:  # fmt: skip
+def finish(
+    loop: Loop,
+    group: Any,
+    members: Sequence[Member],
+    described: dict[str, Any],
+    seconds: float,
+    device: str,
+    extra: dict[str, Any] | None = None,
+) -> list[RunResult]:
     """The book's continuations (one call for every prefix and member), each finished member's
     plot and ``summary.json``; the results of the members that did not diverge."""
     predictions = group.predict(PREFIXES, members[0].config.num_preds, loop.vocab)
@@ -213,8 +230,15 @@ def finish(loop: Loop, group: Any, members: Sequence[Member], described: dict[st
     return results
 
 
-def _interrupted(loop: Loop, group: Any, members: Sequence[Member], done: int, saved: int,
-                 rngs: list[Any], epoch: int) -> RunInterrupted:  # fmt: skip
+def _interrupted(
+    loop: Loop,
+    group: Any,
+    members: Sequence[Member],
+    done: int,
+    saved: int,
+    rngs: list[Any],
+    epoch: int,
+) -> RunInterrupted:
     """Save the last complete epoch (unless on disk already) and word the message."""
     base = members[0].config
     if done == 0:
@@ -240,8 +264,9 @@ def interrupted_early(run: rundir.RunDir, epoch: int) -> RunInterrupted:
     )
 
 
-def _diverged(loop: Loop, config: RunConfig, saved: int, epoch: int, ppl: float,
-              limit: float) -> RunDiverged:  # fmt: skip
+def _diverged(
+    loop: Loop, config: RunConfig, saved: int, epoch: int, ppl: float, limit: float
+) -> RunDiverged:
     run = loop.run
     if saved > 0:
         kept = f"the last good checkpoint (epoch {saved}) is kept in {run.path}"
