@@ -74,6 +74,12 @@ def test_a_billion_seeds_is_refused_before_the_list_is_built(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_hundred_thousand_seeds_are_refused_as_members() -> None:
+    with pytest.raises(ConfigError, match=r"--seeds: '0-100000' makes 100,001 members"):
+        flags.build_parser("gru").parse_args(["--seeds", "0-100000"])
+    assert len(flags.build_parser("gru").parse_args(["--seeds", "0-99999"]).seeds) == 100_000
+
+
 def test_a_population_beyond_memory_names_its_members_as_the_cause(
     corpus_env: Path, tmp_path: Path
 ) -> None:

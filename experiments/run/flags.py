@@ -132,8 +132,8 @@ def _check_count(count: int, text: str) -> None:
     took 17 GB and 40 s to parse)."""
     if count > MAX_SEEDS:
         raise argparse.ArgumentTypeError(
-            f"{text!r} makes {count:,} runs; at most {MAX_SEEDS:,} (fewer seeds: the memory "
-            f"needed grows with every run of a population)"
+            f"{text!r} makes {count:,} members of a population; at most {MAX_SEEDS:,} (fewer "
+            f"seeds: every member needs its own memory and run directory)"
         )
 
 
