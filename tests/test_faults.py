@@ -102,7 +102,8 @@ def test_threads_beyond_a_bound_are_refused_naming_the_flag() -> None:
 
 @pytest.mark.parametrize(
     "argv", [["--hidden", "1000000000000"], ["--vocab", "1000000000000"],
-             ["--steps", "1000000000000"]], ids=["hidden", "vocab", "steps"],
+             ["--steps", "1000000000000"], ["--hidden", "1" + "0" * 400]],
+    ids=["hidden", "vocab", "steps", "hidden-400-digits"],
 )  # fmt: skip
 def test_gradcheck_refuses_sizes_beyond_memory(argv: list[str]) -> None:
     code, err = command("gradcheck", *argv, "--no-jax")

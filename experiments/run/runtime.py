@@ -266,11 +266,12 @@ def memory_needed(config: RunConfig, vocab_size: int, members: int = 1) -> float
 def model_memory(kind: str, V: int, H: int, L: int, B: int, T: int) -> float:
     """A generous estimate in bytes of one model's training step (:func:`memory_needed`): the
     parameters, gradients and copies, and the activations of one (B, T) minibatch, float64.
-    Exact integers, so that an absurd size gives an absurd figure, not an overflow."""
+    Counted in exact integers and capped at 10^300 bytes, so that an absurd size (``--hidden``
+    of 400 digits) gives an absurd figure, not an overflow."""
     G = {"rnn": 1, "gru": 3, "lstm": 4}.get(kind, 4)
     params = L * G * (H * (V + H) + H * (H + H + 1)) + H * V + V
     activations = B * T * (6 * L * G * H + 3 * V)
-    return 8.0 * (6 * params + 2 * activations)  # float64 at worst
+    return 8.0 * min(6 * params + 2 * activations, 10**300)  # float64 at worst
 
 
 def check_available(needed: float, cause: str) -> None:
