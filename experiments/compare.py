@@ -1,8 +1,20 @@
 """``python -m experiments.compare``: the command of :mod:`experiments.analysis.compare`."""
 
-import sys
+from __future__ import annotations
 
-from experiments.analysis.compare import main
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from experiments.analysis.compare import main
+
+    return main(argv)
+
 
 if __name__ == "__main__":
+    from experiments.run.signals import catch_early
+
+    catch_early()  # a signal during the imports: one line and exit 130 or 143, no traceback
     sys.exit(main())

@@ -23,6 +23,19 @@ def _gpus() -> list[Any]:
         return []
 
 
+class DeviceError(ValueError):
+    """A device name that is not one, or names a device that JAX does not see here.
+
+    Attributes:
+        device: the name as given (``"cpu:3"``).
+        reason: what is wrong and the fix, without the name (a command prefixes its flag).
+    """
+
+    def __init__(self, device: str, reason: str) -> None:
+        super().__init__(f"device {device}: {reason}")
+        self.device, self.reason = device, reason
+
+
 def get_device(device: str | None = "auto") -> Any:
     """A ``jax.Device`` from a name.
 
@@ -35,27 +48,33 @@ def get_device(device: str | None = "auto") -> Any:
         The device.
 
     Raises:
-        ValueError: the name is unknown, or names a GPU that JAX does not see here (never a
-            silent fall-back to the CPU).
+        DeviceError: (a ``ValueError``) the name is unknown, or names a device that JAX does not
+            see here (never a silent fall-back to the CPU).
     """
     if device is None or device == "auto":
         gpus = _gpus()
         return gpus[0] if gpus else jax.devices("cpu")[0]
     name, _, index_text = str(device).partition(":")
     if name not in ("cpu", *_GPU_NAMES) or (index_text and not index_text.isdigit()):
-        raise ValueError(
-            f"device {device!r} is not a device name: use auto, cpu, gpu, cuda, or cpu:N / cuda:N"
-        )
+        raise DeviceError(device, "not a device name: use auto, cpu, gpu, cuda, or cpu:N / cuda:N")
     index = int(index_text or 0)
-    candidates = _gpus() if name in _GPU_NAMES else list(jax.devices("cpu"))
-    if index >= len(candidates):
-        what = "GPU" if name in _GPU_NAMES else "CPU device"
-        raise ValueError(
-            f"device {device!r}: JAX sees {len(candidates)} {what}(s) here "
-            f"(backend {jax.default_backend()!r}, devices {jax.devices()}); use device='cpu', "
-            f"or install a jaxlib with GPU support (pip install 'jax[cuda12]') on a GPU machine"
-        )
-    return candidates[index]
+    if name == "cpu":
+        cpus = list(jax.devices("cpu"))
+        if index >= len(cpus):
+            raise DeviceError(
+                device, f"JAX has {len(cpus)} CPU device(s) here, only cpu:0 to "
+                f"cpu:{len(cpus) - 1}: use cpu"
+            )  # fmt: skip
+        return cpus[index]
+    gpus = _gpus()
+    if index >= len(gpus):
+        found = f"only cuda:0 to cuda:{len(gpus) - 1}" if gpus else "none"
+        raise DeviceError(
+            device, f"JAX sees {len(gpus)} GPU(s) here ({found}; backend "
+            f"{jax.default_backend()}): use cpu, or on a GPU machine a jaxlib with GPU support "
+            f"(pip install 'jax[cuda12]')"
+        )  # fmt: skip
+    return gpus[index]
 
 
 def device_name(device: Any) -> str:

@@ -90,7 +90,7 @@ def write_into(doc: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--bench", required=True)
     parser.add_argument("--scratch", required=True, help="the scratch run's directory")
     parser.add_argument("--population", default=None)

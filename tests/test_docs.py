@@ -81,6 +81,8 @@ def run_python_command(argv: list[str], capsys) -> None:
         make = importlib.import_module("experiments.gru").main
         assert make([*RUN, "--seeds", "0-1", "--out", "runs/gru-numpy-pop"]) == 0
     args = [a for arg in argv[3:] for a in (sorted(glob.glob(arg)) if "*" in arg else [arg])]
+    if "--plot" in args:  # run from the repository root, where the figure's folder (docs/) exists
+        Path(args[args.index("--plot") + 1]).parent.mkdir(parents=True, exist_ok=True)
     needs_torch = "--impl" in args and args[args.index("--impl") + 1] == "torch"
     needs_torch |= name == "compare" and "--impls" not in args
     if needs_torch and not HAS_TORCH:

@@ -15,14 +15,19 @@ epoch's compilation and to a busy machine); a population's is its throughput in 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.run.config import IMPLS, ITERS, SECTIONS
+from experiments.run import signals
+from experiments.run.cli import fail
+from experiments.run.config import IMPLS, ITERS, SECTIONS, ConfigError
+from experiments.run.flags import Parser
 from experiments.run.rundir import METRICS, SUMMARY, read_metrics
 
 COLUMNS = ("section", "impl", "iter", "lr, θ", "runs", "epochs", "train ppl", "late ppl",
@@ -177,23 +182,40 @@ def plot_populations(summaries: Sequence[tuple[Path, dict[str, Any]]], path: Pat
         plot_spread_grid(panels, path)
 
 
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m experiments.table", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or population directories")
+    parser.add_argument("--plot", metavar="FILE.png", help="also the populations' bands")
+    return parser
+
+
+def check_plot(path: str) -> Path:
+    """``--plot`` as a file that can be written in an existing folder, or ConfigError."""
+    plot = Path(path)
+    if plot.is_dir():
+        raise ConfigError(f"--plot {path} is a folder: give a file name (.png)")
+    if not plot.parent.is_dir():
+        raise ConfigError(f"--plot {path}: the folder {plot.parent} does not exist")
+    if not os.access(plot.parent, os.W_OK):
+        raise ConfigError(f"--plot {path}: cannot write in {plot.parent}: choose another path")
+    return plot
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The command (module docstring); a signal ends it at once with exit 130 or 143."""
     prog = "experiments.table"
-    if args and args[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    plot = None
-    if "--plot" in args:
-        at = args.index("--plot")
-        if at + 1 >= len(args):
-            print(f"{prog}: error: --plot needs a file name (.png)", file=sys.stderr)
-            return 2
-        plot = Path(args[at + 1])
-        args = args[:at] + args[at + 2 :]
-    if not args:
-        print(f"{prog}: error: give run directories, e.g. runs/*", file=sys.stderr)
-        return 2
+    with signals.stopping(prog):
+        return _main(argv, prog)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
+    try:
+        parsed = build_parser().parse_intermixed_args(argv)
+        plot = check_plot(parsed.plot) if parsed.plot is not None else None
+    except ConfigError as err:
+        return fail(prog, str(err))
+    args = parsed.dirs
     found, empty = find_summaries(args)
     if not found:
         print(f"{prog}: error: no {SUMMARY} in {' '.join(args)}: run an experiment first",
@@ -209,7 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table([s for _, s in summaries]))
     if plot is not None:
         try:
-            plot.parent.mkdir(parents=True, exist_ok=True)
             plot_populations(summaries, plot)
         except OSError as err:
             print(f"{prog}: error: --plot {plot}: {err.strerror or err}", file=sys.stderr)

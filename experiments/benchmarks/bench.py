@@ -58,7 +58,7 @@ from experiments.benchmarks.measure import (
     BenchConfig,
     measure,
 )
-from experiments.run import runtime
+from experiments.run import runtime, signals
 from experiments.run.backends import cpu_description
 from experiments.run.cli import fail
 from experiments.run.config import ConfigError
@@ -273,17 +273,30 @@ def default_impls(device: str, torch_installed: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command (module docstring); a signal ends it at once with exit 130 or 143 (a
+    temporary corpus removed)."""
     prog = "experiments.bench"
+    with signals.stopping(prog):
+        return _main(argv, prog)
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
     try:
         args = parse_args(argv)
         settings = runtime.configure(args)
-        env = environment(args.device)
+        try:
+            env = environment(args.device)
+        except ValueError as err:  # rnn_jax's DeviceError: no such device here
+            raise ConfigError(f"--device {args.device}: {getattr(err, 'reason', err)}") from None
         if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
             raise ConfigError("--impls torch / torch-scratch need PyTorch: "
                               "pip install -e '.[dev,torch]'")  # fmt: skip
         if args.device == "gpu" and "numpy" in (args.impls or ()):
             raise ConfigError("--device gpu: numpy runs on the CPU only; leave it out of --impls")
         if args.corpus_mb and not args.population:  # its text is the book's: found before timing
+            from experiments.benchmarks.bench_corpus import check_space
+
+            check_space(args.corpus_mb, None, "--corpus-mb")
             find_time_machine()
     except (CorpusError, CorpusUnavailableError) as err:
         return fail(prog, f"--corpus-mb repeats the book's text: {err} Or: --corpus-mb 0.")

@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,13 +43,17 @@ from typing import Any
 
 import numpy as np
 
+from experiments.run import signals
 from experiments.run.backends import cpu_description
+from experiments.run.config import ConfigError
+from experiments.run.runtime import available_memory
 from numpy_ref.corpus import CorpusError, CorpusUnavailableError, find_time_machine
 
 ROOT = Path(__file__).resolve().parents[1]  # the subprocesses import numpy_ref from here
 TEXTS = ("book", "random")
 TOKENS = ("char", "word")
 MB = 10**6
+LOAD_PER_FILE_BYTE = 3  # memory of a load per byte of text, at most (docs/performance.md: < 3x)
 
 # Runs in the subprocess: argv = [path, token]; prints one JSON line.
 _MEASURE = """
@@ -137,6 +142,26 @@ def measure(path: str | os.PathLike[str], token: str) -> dict[str, Any]:
     }
 
 
+def check_space(mb: float, folder: str | os.PathLike[str] | None, flag: str) -> None:
+    """Raise :class:`ConfigError` (naming ``flag``) unless an ``mb`` MB text fits on the disk of
+    ``folder`` (default the temporary folder) and its loading in memory, before anything is
+    written (100,000,000 MB wrote 29 GB before failing)."""
+    where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    size = mb * MB
+    free = shutil.disk_usage(where).free
+    if size > 0.9 * free:
+        raise ConfigError(
+            f"{flag} {mb:.12g}: the text would take {size / 1e9:,.1f} GB, but {where} has "
+            f"{free / 1e9:,.1f} GB free: give a smaller size"
+        )
+    memory, needed = available_memory(), LOAD_PER_FILE_BYTE * size
+    if needed > 0.8 * memory:
+        raise ConfigError(
+            f"{flag} {mb:.12g}: loading the text needs about {needed / 1e9:,.1f} GB of memory, "
+            f"but {memory / 1e9:,.1f} GB are available: give a smaller size"
+        )
+
+
 def bench_corpus(
     mb: float = 100,
     text: str = "book",
@@ -159,7 +184,8 @@ def bench_corpus(
         "text": text,
         "seed": seed if text == "random" else None,
     }
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, \
+            signals.removing(lambda: shutil.rmtree(tmp, ignore_errors=True)):  # fmt: skip
         path = write_text(Path(tmp) / f"{text}-{mb:g}MB.txt", mb, text, seed)
         result["bytes"] = os.path.getsize(path)
         for token in tokens:
@@ -188,8 +214,17 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command (module docstring); a signal ends it at once with exit 130 or 143, its
+    temporary text removed."""
+    with signals.stopping("experiments.bench_corpus"):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.bench_corpus", description=__doc__.split("\n\n")[0]
+        prog="python -m experiments.bench_corpus",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument("--mb", type=float, default=100.0, help="text size in MB (10^6 bytes)")
     parser.add_argument("--text", choices=TEXTS, default="book")
@@ -198,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", default=None, help="where the temporary text is written")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    if not args.mb > 0:
+    if not 0 < args.mb < float("inf"):
         parser.error(f"--mb must be > 0, got {args.mb}")
     try:
+        check_space(args.mb, args.folder, "--mb")
         result = bench_corpus(args.mb, args.text, tuple(args.tokens), args.seed, args.folder)
-    except (CorpusError, CorpusUnavailableError, RuntimeError) as err:
+    except (ConfigError, CorpusError, CorpusUnavailableError, RuntimeError) as err:
         print(f"{parser.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(format_result(result))

@@ -126,8 +126,9 @@ class JaxBackend(Backend):
         self._jax, self._rnn_jax = jax, rnn_jax
         try:
             self._device = rnn_jax.get_device(config.device)
-        except ValueError as err:
-            raise ImplUnavailableError(f"--impl jax: {err}") from err
+        except ValueError as err:  # rnn_jax's DeviceError: the flag as typed, and the fix
+            reason = getattr(err, "reason", err)
+            raise ImplUnavailableError(f"--impl jax --device {config.device}: {reason}") from err
         self.device = rnn_jax.device_name(self._device)
         self.spec: ModelSpec | None = None
 

@@ -209,7 +209,8 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{flag} must be {expected}, got {value!r}")
     if config.impl == "numpy" and config.device not in (None, "cpu", "cpu:0"):
         raise ConfigError(
-            f"--device {config.device!r}: numpy_ref runs on the CPU only; use --device cpu, "
+            f"--device {config.device}: numpy_ref runs on the CPU only (cpu or cpu:0); use "
+            f"--device cpu, "
             f"or --impl jax / --impl torch for an accelerator"
         )
     if (

@@ -25,7 +25,12 @@ from numpy_ref.checks import is_int, is_positive
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are exceptions (one line, printed by :func:`main`)."""
+    """An ArgumentParser whose errors are exceptions (one line, printed by :func:`main`), and
+    which takes no abbreviation of a flag (``--epoch 3`` is refused, not read as ``--epochs``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
@@ -53,10 +58,22 @@ FRACTION = _parsed(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 MAX_TOKENS = _parsed(int, lambda v: v >= 1 or v == -1, "an integer >= 1 or -1 (all)")
 
 
+def _threads(text: str) -> int:
+    """``--threads``: 0 (the policy) up to :func:`runtime.max_threads`; more threads than that
+    only wait for each other (10,000 made the libraries spin at 100% CPU, growing to 5 GB)."""
+    value = NON_NEGATIVE(text)
+    if value > runtime.max_threads():
+        raise argparse.ArgumentTypeError(
+            f"must be at most {runtime.max_threads()} here ({runtime.THREADS_PER_CORE} per core, "
+            f"or {runtime.MIN_THREADS_LIMIT}), got {text!r}; 0 (the default) uses half the cores"
+        )
+    return value
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--no-compile-cache``, applied by :func:`runtime.configure` (whose
     docstring says what they do)."""
-    parser.add_argument("--threads", type=NON_NEGATIVE, default=runtime.AUTO, metavar="N",
+    parser.add_argument("--threads", type=_threads, default=runtime.AUTO, metavar="N",
                         help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
                              "cores, at least 1; docs/performance.md)")  # fmt: skip
     parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
@@ -64,15 +81,21 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                              f"(default: on, in {runtime.compile_cache_dir()})")  # fmt: skip
 
 
+MAX_SEEDS = 100_000  # members of one population: far beyond any machine's memory already
+
+
 def _seeds(text: str) -> list[int]:
-    """``0-4`` (a range, both ends included), ``0,3,7`` or ``5``: distinct integers >= 0."""
+    """``0-4`` (a range, both ends included), ``0,3,7`` or ``5``: distinct integers >= 0, at most
+    :data:`MAX_SEEDS` of them (counted before the list is built)."""
     try:
-        values = []
+        parts = []
         for part in text.split(","):
             low, sep, high = part.strip().partition("-")
-            values += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+            parts.append((int(low), int(high) if sep else int(low)))
     except ValueError:
-        values = []
+        parts = []
+    _check_count(sum(max(0, high - low + 1) for low, high in parts), text)
+    values = [seed for low, high in parts for seed in range(low, high + 1)]
     if not values or min(values) < 0 or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(
             f"must be seeds as 0-4, 0,3,7 or 5 (distinct integers >= 0), got {text!r}"
@@ -99,8 +122,19 @@ def seed_count(text: str) -> list[int]:
         count = int(text)
         if count < 2:
             raise argparse.ArgumentTypeError(f"must be a count >= 2 of seeds, got {text!r}")
+        _check_count(count, text)
         return list(range(count))
     return _seeds(text)
+
+
+def _check_count(count: int, text: str) -> None:
+    """Refuse more than :data:`MAX_SEEDS` seeds before their list is built (a billion of them
+    took 17 GB and 40 s to parse)."""
+    if count > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} makes {count:,} members of a population; at most {MAX_SEEDS:,} (fewer "
+            f"seeds: every member needs its own memory and run directory)"
+        )
 
 
 def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: Any = None) -> None:

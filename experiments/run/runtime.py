@@ -71,6 +71,10 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
             {k: getattr(args, k) for k in ("threads", "compile_cache") if hasattr(args, k)}
         )
     values.update(settings)
+    if values["threads"] > max_threads():
+        raise ConfigError(
+            f"--threads {values['threads']}: at most {max_threads()} here; 0 uses half the cores"
+        )
     threads = values["threads"] or default_threads()
     set_threads(threads)
     set_xla_flags()
@@ -87,10 +91,25 @@ def configure(args: argparse.Namespace | None = None, **settings: Any) -> dict[s
     }
 
 
+THREADS_PER_CORE = 8  # --threads above this many per core is refused (max_threads)
+MIN_THREADS_LIMIT = 64  # ... unless below this many
+
+
+def max_threads() -> int:
+    """The most ``--threads`` accepted: :data:`THREADS_PER_CORE` per core this process may run
+    on, or :data:`MIN_THREADS_LIMIT` on a small machine (so that a run's count can be repeated
+    on another one to resume it bit-identically)."""
+    return max(MIN_THREADS_LIMIT, THREADS_PER_CORE * _cores())
+
+
+def _cores() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def default_threads() -> int:
     """The policy (docs/performance.md): half the cores this process may run on, at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // 2)
+    return max(1, _cores() // 2)
 
 
 def set_threads(threads: int) -> None:
@@ -163,7 +182,54 @@ def enable_compile_cache(path: str | os.PathLike[str] | None = None) -> Path:
     else:
         for name, value in options.items():
             os.environ[name.upper()] = str(value)
+    _watch_compile_cache(folder)
     return folder
+
+
+_BAD_ENTRY = "Error reading persistent compilation cache entry"  # JAX's warning, jax/_src/compiler
+
+
+def _watch_compile_cache(folder: Path) -> None:
+    """Answer JAX's warning about a cache entry it cannot read (one cut short by a full disk) by
+    removing the damaged entries: JAX then compiles and writes the entry anew, once. JAX itself
+    never replaces an entry that exists, so without this every later run warned and compiled
+    again. One line on stderr instead of JAX's warning."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "compile_cache", None) is not None:
+        shown = shown.__wrapped__  # type: ignore[attr-defined]  (configured twice: one hook)
+
+    def showwarning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        if _BAD_ENTRY not in str(message):
+            shown(message, category, *args, **kwargs)
+            return
+        removed = len(remove_damaged_entries(folder))
+        print(f"compile cache: removed {removed} damaged entr{'y' if removed == 1 else 'ies'} "
+              f"in {folder} (cut short, e.g. by a full disk); compiling again, once",
+              file=sys.stderr)  # fmt: skip
+
+    showwarning.compile_cache = folder  # type: ignore[attr-defined]
+    showwarning.__wrapped__ = shown  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+
+
+def remove_damaged_entries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the entries of JAX's compilation cache in ``folder`` that do not decompress (cut
+    short), with their access-time files; returns the entries deleted."""
+    from jax._src.compilation_cache import decompress_executable  # the cache's own format
+
+    removed = []
+    for entry in sorted(Path(folder).glob("*-cache")):
+        try:
+            decompress_executable(entry.read_bytes())
+        except OSError:
+            continue  # unreadable now (permissions, gone): not ours to judge
+        except Exception:  # noqa: BLE001 (zstd's and zlib's errors for a cut-short frame)
+            entry.unlink(missing_ok=True)
+            entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def disable_compile_cache() -> None:
@@ -193,15 +259,30 @@ def thread_counts() -> dict[str, Any]:
 def memory_needed(config: RunConfig, vocab_size: int, members: int = 1) -> float:
     """A generous estimate of a run's memory in bytes: parameters, gradients and copies, and the
     activations of one minibatch (gates, caches and their gradients, logits)."""
-    H, L, G = (
-        config.num_hiddens,
-        config.num_layers,
-        {"rnn": 1, "gru": 3, "lstm": 4}.get(config.kind, 4),
-    )
-    params = L * G * (H * (vocab_size + H) + H * (H + H + 1)) + H * vocab_size + vocab_size
-    steps = config.batch_size * config.num_steps
-    activations = steps * (6 * L * G * H + 3 * vocab_size)
-    return 8.0 * members * (6 * params + 2 * activations)  # float64 at worst
+    sizes = (config.num_hiddens, config.num_layers, config.batch_size, config.num_steps)
+    return members * model_memory(config.kind, vocab_size, *sizes)
+
+
+def model_memory(kind: str, V: int, H: int, L: int, B: int, T: int) -> float:
+    """A generous estimate in bytes of one model's training step (:func:`memory_needed`): the
+    parameters, gradients and copies, and the activations of one (B, T) minibatch, float64.
+    Counted in exact integers and capped at 10^300 bytes, so that an absurd size (``--hidden``
+    of 400 digits) gives an absurd figure, not an overflow."""
+    G = {"rnn": 1, "gru": 3, "lstm": 4}.get(kind, 4)
+    params = L * G * (H * (V + H) + H * (H + H + 1)) + H * V + V
+    activations = B * T * (6 * L * G * H + 3 * V)
+    return 8.0 * min(6 * params + 2 * activations, 10**300)  # float64 at worst
+
+
+def check_available(needed: float, cause: str) -> None:
+    """Raise :class:`ConfigError` when ``needed`` bytes exceed 80% of the available memory;
+    ``cause`` names the flags that set the size, with their values (``--hidden 10000``)."""
+    available = available_memory()
+    if needed > 0.8 * available:
+        raise ConfigError(
+            f"{cause} needs about {needed / 2**30:,.1f} GiB of memory, but "
+            f"{available / 2**30:,.1f} GiB are available: lower them"
+        )
 
 
 def available_memory() -> float:
@@ -218,6 +299,13 @@ def available_memory() -> float:
 
 def check_memory(config: RunConfig, vocab_size: int, members: int = 1) -> None:
     needed, available = memory_needed(config, vocab_size, members), available_memory()
+    if needed > 0.8 * available and members > 1:
+        raise ConfigError(
+            f"this population needs about {needed / 2**30:,.1f} GiB of memory, but "
+            f"{available / 2**30:,.1f} GiB are available: the cause is its {members:,} members "
+            f"(--seeds, times the values of --lr and --theta), {needed / members / 2**30:,.2f} "
+            f"GiB each: give fewer seeds (or lower --hidden, --layers, --batch-size)"
+        )
     if needed > 0.8 * available:
         raise ConfigError(
             f"this run needs about {needed / 2**30:,.1f} GiB of memory (--hidden "

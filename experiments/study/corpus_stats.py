@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from experiments.run import signals
 from experiments.run.config import ConfigError
 from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser
 from numpy_ref.corpus import read_time_machine
@@ -42,7 +43,13 @@ def report(path: str | None, batch_size: int, num_steps: int, seed: int) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command (module docstring); a signal ends it at once with exit 130 or 143."""
     prog = "experiments.corpus_stats"
+    with signals.stopping(prog):
+        return _main(argv, prog)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     parser = Parser(prog=f"python -m {prog}", description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="corpus file (default: the book's)")
     parser.add_argument("--batch-size", type=POSITIVE, default=2)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.run import runtime, signals
 from experiments.run.cli import fail
 from experiments.run.config import ConfigError
 from experiments.run.flags import NON_NEGATIVE, POSITIVE, Parser
@@ -183,9 +184,20 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command (module docstring); a signal ends it at once with exit 130 or 143."""
     prog = "experiments.gradcheck"
+    with signals.stopping(prog):
+        return _main(argv, prog)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     try:
         args = build_parser().parse_args(argv)
+        sizes = (args.vocab, args.hidden, args.layers, args.batch_size, args.steps)
+        needed = runtime.model_memory(args.kind, *sizes)
+        flags = ("--vocab", "--hidden", "--layers", "--batch-size", "--steps")
+        cause = " ".join(f"{flag} {size}" for flag, size in zip(flags, sizes, strict=True))
+        runtime.check_available(needed, cause)  # before problem() allocates
         spec, params, X, Y, state = problem(
             args.kind, args.layers, args.gru_reset, args.vocab, args.hidden, args.batch_size,
             args.steps, args.seed,

@@ -30,12 +30,14 @@ the mean loss on top, the last step's loss below, log scale. Exit code 2 for bad
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from experiments.run import runtime, signals
 from experiments.run.cli import fail
 from experiments.run.config import ConfigError
 from experiments.run.flags import NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, Parser
@@ -47,6 +49,7 @@ from numpy_ref.spec import KINDS, ModelSpec, Params, begin_state, init_params, m
 from numpy_ref.vocab import Vocab
 
 BOOK_SIGMA = 0.01
+VOCAB_AT_MOST = 100  # for the memory check before the corpus is read (the book's has 28)
 
 
 @dataclass(frozen=True)
@@ -199,12 +202,33 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command (module docstring); a signal ends it at once with exit 130 or 143."""
     prog = "experiments.gradient_flow"
+    with signals.stopping(prog):
+        return _main(argv, prog)
+
+
+def check_out(out: str) -> None:
+    """``--out`` as a file that can be written, or ConfigError now (not after the work)."""
+    folder = Path(out).parent
+    if Path(out).is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder: give a file name, e.g. {Path(out) / 'gradient_flow.png'}"
+        )
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write in {folder}: choose another path")
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     try:
         args = build_parser().parse_args(argv)
-        folder = Path(args.out).parent
-        if not folder.is_dir():
-            raise ConfigError(f"--out {args.out}: the folder {folder} does not exist")
+        check_out(args.out)
+        sizes = f"--hidden {args.hidden} --batch-size {args.batch_size} --steps {args.steps}"
+        needed = max(runtime.model_memory(kind, VOCAB_AT_MOST, args.hidden, 1, args.batch_size,
+                                          args.steps) for kind in KINDS)  # fmt: skip
+        runtime.check_available(needed, sizes)  # before any model is built
         if args.runs and args.scales:
             raise ConfigError("--scales sets the weights of new models, --from reads trained "
                               "ones: give one or the other")  # fmt: skip

@@ -27,7 +27,8 @@ Batch = tuple[np.ndarray, np.ndarray]
 def resolve_device(device: str | None = None) -> torch.device:
     """A ``torch.device``: ``None`` is the book's ``try_gpu()`` (first GPU, else the CPU).
 
-    Accepts ``cpu``, ``gpu`` / ``cuda`` (the first GPU) and ``cuda:N``.
+    Accepts ``cpu`` (or ``cpu:0``, PyTorch's one CPU device), ``gpu`` / ``cuda`` (the first GPU)
+    and ``cuda:N``; a device that is not here is refused, never replaced.
     """
     if device is None:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -36,16 +37,19 @@ def resolve_device(device: str | None = None) -> torch.device:
         resolved = torch.device(name)
     except RuntimeError as err:
         raise ValueError(
-            f"--device {device!r} is not a PyTorch device: use cpu, cuda or cuda:N"
+            f"--device {device} is not a PyTorch device: use cpu, cuda or cuda:N"
         ) from err
     if resolved.type == "cuda":
         count = torch.cuda.device_count()
         if (resolved.index or 0) >= count:
             raise ValueError(
-                f"--device {device!r}: PyTorch sees {count} GPU(s) here; use --device cpu"
+                f"--device {device}: PyTorch sees {count} GPU(s) here; use --device cpu"
             )
     elif resolved.type != "cpu":
-        raise ValueError(f"--device {device!r} is not supported: use cpu, cuda or cuda:N")
+        raise ValueError(f"--device {device} is not supported: use cpu, cuda or cuda:N")
+    elif resolved.index not in (None, 0):
+        raise ValueError(f"--device {device}: PyTorch has one CPU device, only cpu:0 exists: "
+                         f"use --device cpu")  # fmt: skip
     return resolved
 
 
