@@ -1,10 +1,9 @@
-"""Results as distributions: mean, standard deviation and Welch's t-test, in the standard library.
+"""Results as distributions: mean, standard deviation and Welch's t-test.
 
 ``welch(a, b)`` compares two samples with possibly different variances (Welch 1947): the statistic
 ``t = (mean_a - mean_b) / sqrt(s_a^2/n_a + s_b^2/n_b)`` with the Welch-Satterthwaite degrees of
-freedom, and the two-sided p-value from Student's t distribution, whose CDF is written with the
-regularized incomplete beta function ``I_x(a, b)`` (evaluated by Lentz's continued fraction,
-Numerical Recipes 6.4), since the project depends on no statistics package.
+freedom, and the two-sided p-value from Student's t distribution, all three from SciPy's
+``scipy.stats.ttest_ind(a, b, equal_var=False)``.
 """
 
 from __future__ import annotations
@@ -45,46 +44,6 @@ class Spread:
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max}
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):  # fmt: skip
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function ``I_x(a, b)``, x in [0, 1]."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(log_front + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """``P(|T| >= |t|)`` for Student's t with ``df`` degrees of freedom."""
-    if not math.isfinite(t):
-        return 0.0
-    return incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
 @dataclass(frozen=True)
 class Welch:
     """Welch's t-test of two samples: the difference of means, t, the degrees of freedom, p."""
@@ -101,14 +60,16 @@ class Welch:
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     """Welch's t-test of ``mean(a) - mean(b)`` (each sample of at least two values)."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
     sa, sb = Spread.of(a), Spread.of(b)
     if sa.n < 2 or sb.n < 2:
         raise ValueError("Welch's t-test needs at least two values in each sample")
     va, vb = sa.sd**2 / sa.n, sb.sd**2 / sb.n
     difference = sa.mean - sb.mean
-    if va + vb == 0.0:
+    if va + vb == 0.0:  # two constant samples, where SciPy's t is 0/0: equal, or apart for sure
         t = 0.0 if difference == 0.0 else math.copysign(math.inf, difference)
         return Welch(difference, t, float(sa.n + sb.n - 2), 1.0 if difference == 0.0 else 0.0)
-    t = difference / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
-    return Welch(difference, t, df, t_two_sided_p(t, df))
+    from scipy import stats  # here: importing scipy.stats takes seconds, and only comparisons test
+
+    result = stats.ttest_ind(a, b, equal_var=False)
+    return Welch(difference, float(result.statistic), float(result.df), float(result.pvalue))
