@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         figures = measure(args.threads, args.load, args.configs, args.impls, args.repeats)
-    except Exception as err:  # noqa: BLE001 (one line, never a traceback)
+    except Exception as err:  # one line, never a traceback
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"{len(os.sched_getaffinity(0))} cores; load average {os.getloadavg()[0]:.2f} at the end")

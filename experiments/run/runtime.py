@@ -225,7 +225,7 @@ def remove_damaged_entries(folder: str | os.PathLike[str]) -> list[Path]:
             decompress_executable(entry.read_bytes())
         except OSError:
             continue  # unreadable now (permissions, gone): not ours to judge
-        except Exception:  # noqa: BLE001 (zstd's and zlib's errors for a cut-short frame)
+        except Exception:  # zstd's and zlib's errors for a cut-short frame, whichever JAX used
             entry.unlink(missing_ok=True)
             entry.with_name(entry.name[: -len("-cache")] + "-atime").unlink(missing_ok=True)
             removed.append(entry)
