@@ -7,7 +7,9 @@ everywhere the moment it is in the table. Import the constants and helpers with
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 # One BLAS/OpenMP thread per test process: the suite runs on one pytest-xdist worker per core, and
 # multithreaded BLAS on a busy machine is many times slower than one thread. Set before NumPy and
@@ -60,6 +62,28 @@ def state_rel_diff(reference, other) -> float:
     scale = max(float(np.max(np.abs(s))) for s in reference)
     pairs = zip(reference, other, strict=True)
     return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs) / scale
+
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per program XLA compiles
+
+
+@contextlib.contextmanager
+def counting_compiles() -> Iterator[list[float]]:
+    """The programs XLA compiles inside the ``with`` block, through JAX's public monitoring
+    events: yields a list that receives each compilation's duration in seconds as it happens."""
+    import jax
+
+    compiles: list[float] = []
+
+    def count(event: str, seconds: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            compiles.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
 
 
 @pytest.fixture

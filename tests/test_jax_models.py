@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import VARIANT_IDS, VARIANTS
+from conftest import VARIANT_IDS, VARIANTS, counting_compiles
 
 import rnn_jax
 from numpy_ref.spec import ModelSpec, init_params
@@ -65,11 +65,18 @@ def test_train_step_is_compiled_once_and_cached():
     init_opt_state, step = rnn_jax.make_train_step(spec, 0.5, 1.0, "bptt")
     params = rnn_jax.to_jax(init_params(spec, 0), "cpu")
     opt_state = init_opt_state(params)
+    state = rnn_jax.begin_state(spec, 2)
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        X, Y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
-        params, opt_state, *_ = step(params, opt_state, X, Y, rnn_jax.begin_state(spec, 2))
-    assert step._cache_size() == 1
+    counts = []  # programs compiled so far, after each step
+    with counting_compiles() as compiles:
+        for _ in range(3):  # new minibatches of the same shapes
+            X, Y = rng.integers(0, 7, (2, 3)), rng.integers(0, 7, (2, 3))
+            params, opt_state, *_ = step(params, opt_state, X, Y, state)
+            counts.append(len(compiles))
+        again = rnn_jax.make_train_step(spec, 0.5, 1.0, "bptt")[1]  # the same step, cached
+        again(params, opt_state, X, Y, state)
+        counts.append(len(compiles))
+    assert counts == [1, 1, 1, 1]  # one program, compiled at the first step only
 
 
 def test_train_step_donates_params_and_train_epoch_leaves_the_callers_alone():
