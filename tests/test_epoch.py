@@ -50,7 +50,7 @@ def per_step_and_program(spec, corpus, dtype, random, epochs, chunk, seed=3):
 def test_the_epoch_program_is_the_per_step_loop_float64(x64, kind, reset, layers) -> None:
     corpus, vocab = load_corpus_time_machine(max_tokens=1500)
     spec = spec_of(kind, reset, len(vocab), 8, layers)
-    for random, chunk in ((False, 7), (True, 32)):  # several chunks an epoch, and one
+    for random, chunk in ((False, 7), (True, epoch.CHUNK)):  # several calls an epoch; the run's
         loop, program, params, trained = per_step_and_program(
             spec, corpus, np.float64, random, 5, chunk
         )
@@ -66,7 +66,7 @@ def test_the_first_epoch_in_float32_is_the_per_step_loops_to_1e_5() -> None:
     corpus, vocab = load_corpus_time_machine(max_tokens=4000)
     for kind, reset in VARIANTS:
         spec = spec_of(kind, reset, len(vocab), 32)
-        loop, program, _, _ = per_step_and_program(spec, corpus, np.float32, False, 1, 32)
+        loop, program, _, _ = per_step_and_program(spec, corpus, np.float32, False, 1, epoch.CHUNK)
         assert abs(loop[0].perplexity - program[0].perplexity) < 1e-5 * loop[0].perplexity, kind
 
 

@@ -319,7 +319,8 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if args.population:
         from experiments.benchmarks import bench_population
 
-        print(f"B={BATCH} T={STEPS} V={VOCAB}, float32; {bench_population.CHUNK} training steps "
+        per_call = bench_population.STEPS_PER_CALL
+        print(f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
               f"per call, median of {args.repeats} calls, interleaved\n")  # fmt: skip
         results = bench_population.bench_populations(
             args.configs, args.population, args.repeats, env["torch"] is not None, args.device

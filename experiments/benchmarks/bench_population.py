@@ -26,7 +26,7 @@ import numpy as np
 from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB, torch_concise_step
 from experiments.benchmarks.measure import CONFIGS, measure
 
-CHUNK = 8  # training steps per population call
+STEPS_PER_CALL = 8  # S: training steps in one measured call (a run's calls: rnn_jax.epoch.CHUNK)
 
 
 @dataclass
@@ -53,8 +53,8 @@ class PopulationResult:
 
 
 def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
-    """One call of the epoch program (:mod:`rnn_jax.epoch`): CHUNK steps of ``members`` members,
-    until ready."""
+    """One call of the epoch program (:mod:`rnn_jax.epoch`): STEPS_PER_CALL steps of ``members``
+    members, until ready."""
     from numpy_ref.population import stack
     from numpy_ref.spec import begin_state, init_params
     from rnn_jax import epoch, get_device
@@ -63,9 +63,9 @@ def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
     place = epoch.Placement(None, members, range(members), get_device(device))
     group = epoch.Members.create(spec, [init_params(spec, k) for k in range(members)],
                                  [(1.0, 1.0)] * members, place)  # fmt: skip
-    Xs, Ys = (place.put(rng.integers(0, VOCAB, (CHUNK, members, BATCH, STEPS), dtype=np.int32),
-                        axis=1) for _ in range(2))  # fmt: skip
-    counts = place.put(np.full(members, CHUNK, np.int32))
+    shape = (STEPS_PER_CALL, members, BATCH, STEPS)
+    Xs, Ys = (place.put(rng.integers(0, VOCAB, shape, dtype=np.int32), axis=1) for _ in range(2))
+    counts = place.put(np.full(members, STEPS_PER_CALL, np.int32))
     state = place.put(stack([begin_state(spec, BATCH)] * members))
     run = epoch.train_program(spec, "bptt")
     carry = [group.params, group.opt_state, state]
@@ -78,7 +78,7 @@ def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
 
 
 def single_steps(spec: Any, device: str = "cpu") -> Any:
-    """CHUNK steps of the single run's jitted step, until ready."""
+    """STEPS_PER_CALL steps of the single run's jitted step, until ready."""
     import jax
 
     import rnn_jax
@@ -95,7 +95,7 @@ def single_steps(spec: Any, device: str = "cpu") -> Any:
     state = rnn_jax.begin_state(spec, BATCH, device=target)
 
     def step() -> None:
-        for _ in range(CHUNK):
+        for _ in range(STEPS_PER_CALL):
             params, opt_state, loss, _, _ = train_step(*carry, X, Y, state)
             carry[:] = [params, opt_state]
         loss.block_until_ready()
@@ -125,14 +125,14 @@ def bench_populations(
 ) -> list[PopulationResult]:
     """Median times (module docstring) of every config and member count, interleaved."""
     results = []
-    tokens = CHUNK * BATCH * STEPS
+    tokens = STEPS_PER_CALL * BATCH * STEPS
     for name in names:
         spec = CONFIGS[name].spec()
         steps = {"single": single_steps(spec, device)}
         for m in counts:
             steps[f"pop{m}"] = population_step(spec, m, device)
         if with_torch:
-            steps["torch"] = torch_steps(spec, CHUNK, device)
+            steps["torch"] = torch_steps(spec, STEPS_PER_CALL, device)
         times, _ = measure(steps, warmup=1, repeats=repeats, block=max(1, repeats // 2), settle=1)
         median = {k: float(np.median(v)) for k, v in times.items()}
         for m in counts:

@@ -16,10 +16,10 @@ on the same configuration::
 
 ``steps`` is the number of minibatches the command trained (its ``metrics.jsonl``: tokens over
 B*T); ``step time`` the median of ``--repeats`` timed steps (jax: ``jax-bptt``; a population: one
-call of its epoch program, :func:`bench_population.population_step`, per 8 steps of every
-member); ``compile`` the first jitted call of a cold process, less one step (JAX only).
-``efficiency`` = wall / step-bound: 1.00 is a command that does nothing but its steps, and every
-second of start-up, validation, checkpoints, plots and printing shows in it.
+call of its epoch program, :func:`bench_population.population_step`, per ``STEPS_PER_CALL`` (8)
+steps of every member); ``compile`` the first jitted call of a cold process, less one step (JAX
+only). ``efficiency`` = wall / step-bound: 1.00 is a command that does nothing but its steps, and
+every second of start-up, validation, checkpoints, plots and printing shows in it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.benchmarks.bench_population import CHUNK, population_step
+from experiments.benchmarks.bench_population import STEPS_PER_CALL, population_step
 from experiments.benchmarks.bench_steps import BATCH, STEPS, make_steps
 from experiments.benchmarks.measure import CONFIGS, measure
 
@@ -145,7 +145,7 @@ def time_steps(found: list[Command], repeats: int, device: str = "cpu") -> None:
         median = {k: float(np.median(v)) for k, v in times.items()}
         for c in mine:
             key = STEP_IMPL[c.impl] if c.members == 1 else f"pop{c.members}"
-            per_call = CHUNK if c.members > 1 else 1
+            per_call = STEPS_PER_CALL if c.members > 1 else 1
             c.step = median[key] / per_call
             if c.impl == "jax":
                 c.compile = max(0.0, first[key] - median[key])
