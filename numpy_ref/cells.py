@@ -253,10 +253,18 @@ def lstm_step_backward(dstate_next: State, cache: tuple, layer: Layer) -> tuple:
     # (L1'-L4') a_g = x W_xg + h_prev W_hg + b_g for g in i, f, o, c: x and h_prev feed all four
     # gates, so their gradients are sums of four terms; W_xg's is x^T da_g (each of the B rows
     # used it once), W_hg's h_prev^T da_g, b_g's the sum of da_g's rows
-    dx = (da_i @ layer["W_xi"].T + da_f @ layer["W_xf"].T
-          + da_o @ layer["W_xo"].T + da_c @ layer["W_xc"].T)  # fmt: skip
-    dh_prev = (da_i @ layer["W_hi"].T + da_f @ layer["W_hf"].T
-               + da_o @ layer["W_ho"].T + da_c @ layer["W_hc"].T)  # fmt: skip
+    dx = (
+        da_i @ layer["W_xi"].T
+        + da_f @ layer["W_xf"].T
+        + da_o @ layer["W_xo"].T
+        + da_c @ layer["W_xc"].T
+    )
+    dh_prev = (
+        da_i @ layer["W_hi"].T
+        + da_f @ layer["W_hf"].T
+        + da_o @ layer["W_ho"].T
+        + da_c @ layer["W_hc"].T
+    )
     dlayer = {
         "W_xi": x.T @ da_i, "W_hi": h_prev.T @ da_i, "b_i": da_i.sum(axis=0),  # (L1')
         "W_xf": x.T @ da_f, "W_hf": h_prev.T @ da_f, "b_f": da_f.sum(axis=0),  # (L2')
@@ -296,16 +304,29 @@ CELLS = {
     cell.name: cell
     for cell in (
         Cell("rnn", "rnn", ("h",), ("h",), rnn_step_forward, rnn_step_backward),
-        Cell("gru_before", "gru", ("z", "r", "h"), ("h",),
-             partial(gru_step_forward, reset="before"), partial(gru_step_backward, reset="before"),
-             reset="before"),
-        Cell("gru_after", "gru", ("z", "r", "h"), ("h",),
-             partial(gru_step_forward, reset="after"), partial(gru_step_backward, reset="after"),
-             reset="after"),
-        Cell("lstm", "lstm", ("i", "f", "o", "c"), ("h", "c"), lstm_step_forward,
-             lstm_step_backward),
+        Cell(
+            "gru_before",
+            "gru",
+            ("z", "r", "h"),
+            ("h",),
+            partial(gru_step_forward, reset="before"),
+            partial(gru_step_backward, reset="before"),
+            reset="before",
+        ),
+        Cell(
+            "gru_after",
+            "gru",
+            ("z", "r", "h"),
+            ("h",),
+            partial(gru_step_forward, reset="after"),
+            partial(gru_step_backward, reset="after"),
+            reset="after",
+        ),
+        Cell(
+            "lstm", "lstm", ("i", "f", "o", "c"), ("h", "c"), lstm_step_forward, lstm_step_backward
+        ),
     )
-}  # fmt: skip
+}
 
 
 def cell_for(spec: Any) -> Cell:

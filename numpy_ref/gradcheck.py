@@ -161,9 +161,11 @@ def problem(
     rng = np.random.default_rng(seed)
     params = init_params(spec, seed=seed, dtype=np.float64, sigma=0.5)
     params = unflatten_params(
-        {k: v + 0.5 * rng.standard_normal(v.shape) if k.split(".")[-1].startswith("b_") else v
-         for k, v in flatten_params(params).items()}
-    )  # fmt: skip
+        {
+            k: v + 0.5 * rng.standard_normal(v.shape) if k.split(".")[-1].startswith("b_") else v
+            for k, v in flatten_params(params).items()
+        }
+    )
     X = rng.integers(0, V, size=(B, T))
     Y = rng.integers(0, V, size=(B, T))
     state = tuple(rng.normal(0.0, 0.5, size=(layers, B, H)) for _ in range(spec.num_states))
@@ -286,9 +288,12 @@ def _without_direct_path(correct, dstate_next, cache, layer):
 
 
 # the equation of docs/bptt.md whose backward holds gate g's recurrent term, by cell
-_RECURRENT_TERM = {"rnn": {"h": "R1'"}, "gru_before": {"z": "G1'", "r": "G2'", "h": "G3b'"},
-                   "gru_after": {"z": "G1'", "r": "G2'", "h": "G3a'"},
-                   "lstm": dict.fromkeys("ifoc", "L1'-L4'")}  # fmt: skip
+_RECURRENT_TERM = {
+    "rnn": {"h": "R1'"},
+    "gru_before": {"z": "G1'", "r": "G2'", "h": "G3b'"},
+    "gru_after": {"z": "G1'", "r": "G2'", "h": "G3a'"},
+    "lstm": dict.fromkeys("ifoc", "L1'-L4'"),
+}
 
 
 def plants(cell: Cell) -> dict[str, Plant]:

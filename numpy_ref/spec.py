@@ -201,8 +201,11 @@ def stack_layer(cell: Cell, layer: Params) -> tuple[np.ndarray, np.ndarray, np.n
 def unstack_layer(cell: Cell, W_x: np.ndarray, W_h: np.ndarray, b: np.ndarray) -> Params:
     """Inverse of :func:`stack_layer`: the per-gate dict, in parameter order."""
     G = len(cell.gates)
-    parts = {"W_x": np.split(W_x, G, axis=-1), "W_h": np.split(W_h, G, axis=-1),
-             "b_": np.split(b, G, axis=-1)}  # fmt: skip
+    parts = {
+        "W_x": np.split(W_x, G, axis=-1),
+        "W_h": np.split(W_h, G, axis=-1),
+        "b_": np.split(b, G, axis=-1),
+    }
     return {
         f"{prefix}{g}": np.ascontiguousarray(parts[prefix][i])
         for i, g in enumerate(cell.gates)

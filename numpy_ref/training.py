@@ -53,9 +53,12 @@ def train_epoch(
         return sgd(params, grads, lr), loss, state, norm
 
     return loops.run_epoch(
-        step, params, loader, lambda batch_size: begin_state(spec, batch_size, dtype),
+        step,
+        params,
+        loader,
+        lambda batch_size: begin_state(spec, batch_size, dtype),
         use_random_iter,
-    )  # fmt: skip
+    )
 
 
 def train(

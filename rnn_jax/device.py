@@ -62,18 +62,20 @@ def get_device(device: str | None = "auto") -> Any:
         cpus = list(jax.devices("cpu"))
         if index >= len(cpus):
             raise DeviceError(
-                device, f"JAX has {len(cpus)} CPU device(s) here, only cpu:0 to "
-                f"cpu:{len(cpus) - 1}: use cpu"
-            )  # fmt: skip
+                device,
+                f"JAX has {len(cpus)} CPU device(s) here, only cpu:0 to "
+                f"cpu:{len(cpus) - 1}: use cpu",
+            )
         return cpus[index]
     gpus = _gpus()
     if index >= len(gpus):
         found = f"only cuda:0 to cuda:{len(gpus) - 1}" if gpus else "none"
         raise DeviceError(
-            device, f"JAX sees {len(gpus)} GPU(s) here ({found}; backend "
+            device,
+            f"JAX sees {len(gpus)} GPU(s) here ({found}; backend "
             f"{jax.default_backend()}): use cpu, or on a GPU machine a jaxlib with GPU support "
-            f"(pip install 'jax[cuda12]')"
-        )  # fmt: skip
+            f"(pip install 'jax[cuda12]')",
+        )
     return gpus[index]
 
 

@@ -54,8 +54,9 @@ def pack(spec: ModelSpec, params: Params, device: Any = None) -> Params:
     Stacked on the host: nothing to compile."""
     cell = np_cells.cell_for(spec)
     host = jax.tree.map(np.asarray, params)
-    layers = [dict(zip(PACKED, np_spec.stack_layer(cell, layer), strict=True))
-              for layer in host["layers"]]  # fmt: skip
+    layers = [
+        dict(zip(PACKED, np_spec.stack_layer(cell, layer), strict=True)) for layer in host["layers"]
+    ]
     return to_jax({**host, "layers": layers}, device or device_of(params))
 
 
@@ -160,8 +161,9 @@ def train_epoch(
 
     zero_state = _zero_state(spec, params, device)
     place = lambda X, Y: jax.device_put((X, Y), device)  # noqa: E731
-    packed, stats = run_steps(train_step, packed, init_opt_state(packed), loader, zero_state,
-                              use_random_iter, place)  # fmt: skip
+    packed, stats = run_steps(
+        train_step, packed, init_opt_state(packed), loader, zero_state, use_random_iter, place
+    )
     return unpack(spec, packed), stats
 
 
