@@ -134,10 +134,11 @@ def parity_line(stats: dict) -> str | None:
     counts = {}
     for outcome in ("passed", "failed", "skipped", "error"):
         counts[outcome] = sum(
-            1 for r in stats.get(outcome, [])
+            1
+            for r in stats.get(outcome, [])
             if getattr(r, "when", "call") in ("call", "setup", "collect")
             and PARITY_FILE in getattr(r, "nodeid", "")
-        )  # fmt: skip
+        )
     ran = counts["passed"] + counts["failed"] + counts["error"]
     if ran:
         return f"PyTorch parity: {ran} tests ran ({counts['passed']} passed)."

@@ -41,9 +41,14 @@ def test_round_trip_is_bit_exact(tmp_path: Path, kind, dtype) -> None:
     history = [EpochStats(5.25, 1234.5, 100, 0.081), EpochStats(math.inf, 0.1, 1, 10.0)]
     config = {"lr": 1.0, "theta": 1.0, "batch_size": 32, "note": "über"}
     path, spec, params = saved(
-        tmp_path, kind, dtype, config=config, epoch=7, history=history,
+        tmp_path,
+        kind,
+        dtype,
+        config=config,
+        epoch=7,
+        history=history,
         rng_state=rng.bit_generator.state,
-    )  # fmt: skip
+    )
     ckpt = load_checkpoint(path, spec=spec, vocab=VOCAB)
     assert isinstance(ckpt, Checkpoint)
     assert ckpt.spec == spec and ckpt.vocab == VOCAB

@@ -55,8 +55,8 @@ def _has_torch() -> bool:
 
 
 def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys) -> None:
-    code = compare.main(["--impls", "numpy,jax", "--seeds", "2", "--epochs", "3", *TINY,
-                         "--section", "gru", "--out", str(tmp_path)])  # fmt: skip
+    argv = ["--impls", "numpy,jax", "--seeds", "2", "--epochs", "3", *TINY, "--section", "gru"]
+    code = compare.main([*argv, "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert code == 0
     assert "| numpy − jax: " in printed and "within seed noise" in printed
@@ -71,10 +71,11 @@ def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys
     pops = [str(tmp_path / "numpy"), str(tmp_path / "jax")]
     assert compare.main(["--populations", *pops, "--out", str(again)]) == 0
     assert json.loads((again / "compare.json").read_text()) == {
-        **data, "implementations": {
+        **data,
+        "implementations": {
             i: {**v, "population": str(tmp_path / i)} for i, v in data["implementations"].items()
-        }
-    }  # fmt: skip
+        },
+    }
     capsys.readouterr()
     assert compare.main(["--populations", *pops, "--epochs", "5", "--out", str(again)]) == 2
     assert compare.main(["--populations", str(tmp_path), "--out", str(tmp_path / "x")]) == 2

@@ -184,8 +184,9 @@ def test_make_test_ends_by_counting_the_pytorch_parity_tests_or_saying_how_to_en
     ran = [_Report("tests/test_torch_parity.py::test_a")] * 3
     other = [_Report("tests/test_data.py::test_b")]
     assert parity_line({"passed": ran + other}) == "PyTorch parity: 3 tests ran (3 passed)."
-    skipped = parity_line({"passed": other, "skipped": [_Report("tests/test_torch_parity.py",
-                                                               "collect")]})  # fmt: skip
+    skipped = parity_line(
+        {"passed": other, "skipped": [_Report("tests/test_torch_parity.py", "collect")]}
+    )
     assert (
         skipped.startswith("PyTorch parity: skipped") and "pip install -e '.[dev,torch]'" in skipped
     )

@@ -117,8 +117,9 @@ def test_existing_run_directory_needs_overwrite(
     assert_one_error_line(code, err, str(out), "--overwrite", "--resume")
     assert (out / METRICS).read_text() == before
 
-    code, _, err = run_cli(capsys, "rnn_concise", *TINY, "--out", str(out), "--overwrite",
-                           "--seed", "3")  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "rnn_concise", *TINY, "--out", str(out), "--overwrite", "--seed", "3"
+    )
     assert code == 0, err
     assert (out / METRICS).read_text() != before and len((out / METRICS).read_text().split()) > 1
     assert (out / "notes.txt").read_text() == "mine"  # only run files are replaced
@@ -194,9 +195,11 @@ def test_the_numpy_impl_needs_neither_jax_nor_torch(tmp_path: Path) -> None:
         f"sys.exit(command.main('gru', {[*TINY, '--out', str(tmp_path)]!r}))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
         cwd=Path(__file__).resolve().parents[1],
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / SUMMARY).is_file()
 

@@ -25,8 +25,12 @@ def test_the_dry_run_runs_every_step_and_writes_its_table(tmp_path: Path, corpus
     env = {**os.environ, "PYTHON": sys.executable, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = subprocess.run(
         ["bash", str(SCRIPT), "--dry-run", "--out", str(tmp_path / "out"), "--doc", str(doc)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for n in range(1, 7):
         assert f"== gpu-check step {n}" in done.stdout

@@ -96,8 +96,9 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
     for component in components:
         cycle = _cycle_in(component, graph)
         others = sorted(component - set(cycle))
-        found.append(" -> ".join(cycle) + (f" (in the same circle: {', '.join(others)})"
-                                           if others else ""))  # fmt: skip
+        found.append(
+            " -> ".join(cycle) + (f" (in the same circle: {', '.join(others)})" if others else "")
+        )
     return found
 
 

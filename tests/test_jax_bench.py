@@ -41,8 +41,9 @@ def test_measure_times_every_step_in_turns_and_counts_each_call() -> None:
 
         return step
 
-    times, first = measure({"a": make("a"), "b": make("b")}, warmup=2, repeats=25,
-                                 block=10, settle=3, clock=clock)  # fmt: skip
+    times, first = measure(
+        {"a": make("a"), "b": make("b")}, warmup=2, repeats=25, block=10, settle=3, clock=clock
+    )
     assert first == {"a": pytest.approx(0.2), "b": pytest.approx(0.8)}
     assert [len(t) for t in times.values()] == [25, 25]
     assert times["a"] == [pytest.approx(0.002)] * 25 and times["b"] == [pytest.approx(0.008)] * 25
@@ -58,8 +59,11 @@ def test_measure_times_every_step_in_turns_and_counts_each_call() -> None:
 
 
 def test_summarize_reports_medians_tokens_per_second_and_ratios() -> None:
-    times = {"numpy": [0.004, 0.002, 0.003], "jax-bptt": [0.001, 0.0015, 0.001],
-             "torch": [0.002, 0.002, 0.005]}  # fmt: skip
+    times = {
+        "numpy": [0.004, 0.002, 0.003],
+        "jax-bptt": [0.001, 0.0015, 0.001],
+        "torch": [0.002, 0.002, 0.005],
+    }
     results = {r.impl: r for r in bench.summarize("rnn", times, {"jax-bptt": 0.75})}
     tokens = bench.BATCH * bench.STEPS
     assert results["numpy"].step_ms == pytest.approx(3.0)
@@ -92,8 +96,13 @@ def test_keep_freed_memory_reuses_a_freed_buffer_without_page_faults() -> None:
     buffers every step; by default glibc maps a large one anew each time (page faults)."""
     found = {}
     for mode in ("default", "kept"):
-        done = subprocess.run([sys.executable, "-c", _FAULTS, mode], cwd=ROOT, text=True,
-                              capture_output=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
         applied, faults = done.stdout.split()
         found[mode] = (applied, int(faults))
     if found["kept"][0] != "True":
@@ -108,8 +117,12 @@ def test_end_to_end_efficiency_is_wall_time_over_compile_plus_steps() -> None:
 
     found = end_to_end.commands(["rnn-scratch", "lstm"], ["jax", "numpy"], 100, 16)
     assert [(c.config, c.impl, c.members) for c in found] == [
-        ("rnn-scratch", "jax", 1), ("rnn-scratch", "numpy", 1), ("lstm", "jax", 1),
-        ("lstm", "numpy", 1), ("rnn-scratch", "jax", 16)]  # fmt: skip
+        ("rnn-scratch", "jax", 1),
+        ("rnn-scratch", "numpy", 1),
+        ("lstm", "jax", 1),
+        ("lstm", "numpy", 1),
+        ("rnn-scratch", "jax", 16),
+    ]
     assert "--seeds" in found[-1].argv and "0-15" in found[-1].argv
     c = found[0]
     c.wall, c.steps, c.step, c.compile, c.tokens = 30.0, 800, 0.02, 1.0, 800 * 32 * 35

@@ -22,8 +22,10 @@ def test_forward_shapes_and_time_major_order(kind, reset):
     params = rnn_jax.to_jax(init_params(spec, 0, sigma=0.4), "cpu")
     rng = np.random.default_rng(1)
     X = rng.integers(0, V, (B, T))
-    state = tuple(jnp.asarray(0.5 * rng.standard_normal((L, B, H)), jnp.float32)
-                  for _ in range(spec.num_states))  # fmt: skip
+    state = tuple(
+        jnp.asarray(0.5 * rng.standard_normal((L, B, H)), jnp.float32)
+        for _ in range(spec.num_states)
+    )
     logits, new_state = rnn_jax.forward(spec, params, X, state)
     assert logits.shape == (T, B, V) and logits.dtype == jnp.float32
     assert len(new_state) == spec.num_states
@@ -108,8 +110,14 @@ def test_bad_options_are_named():
             rnn_jax.make_train_step(spec, lr, 1.0)
     params = rnn_jax.to_jax(init_params(spec, 0), "cpu")
     with pytest.raises(ValueError, match="grad_mode"):
-        rnn_jax.loss_and_grads(spec, params, np.zeros((1, 1), int), np.zeros((1, 1), int),
-                              rnn_jax.begin_state(spec, 1), "numeric")  # fmt: skip
+        rnn_jax.loss_and_grads(
+            spec,
+            params,
+            np.zeros((1, 1), int),
+            np.zeros((1, 1), int),
+            rnn_jax.begin_state(spec, 1),
+            "numeric",
+        )
 
 
 def test_float64_params_need_x64_mode():

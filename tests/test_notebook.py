@@ -33,9 +33,11 @@ def test_the_notebook_runs_from_top_to_bottom() -> None:
     pytest.importorskip("ipykernel", reason=EXTRA)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(
-        notebook, timeout=120, kernel_name="python3",
+        notebook,
+        timeout=120,
+        kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
-    )  # fmt: skip
+    )
     client.execute()  # raises CellExecutionError, naming the cell, if one fails
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")

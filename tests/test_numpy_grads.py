@@ -125,8 +125,11 @@ def test_step_backward_matches_finite_differences(name: str) -> None:
     x = rng.normal(0, 1.0, (B, D))
     layer = {}
     for g in cell.gates:
-        layer |= {f"W_x{g}": rng.normal(0, 0.5, (D, H)), f"W_h{g}": rng.normal(0, 0.5, (H, H)),
-                  f"b_{g}": rng.normal(0, 0.5, H)}  # fmt: skip
+        layer |= {
+            f"W_x{g}": rng.normal(0, 0.5, (D, H)),
+            f"W_h{g}": rng.normal(0, 0.5, (H, H)),
+            f"b_{g}": rng.normal(0, 0.5, H),
+        }
     state_prev = tuple(rng.normal(0, 0.5, (B, H)) for _ in cell.states)
     weights = tuple(rng.normal(0, 1, (B, H)) for _ in cell.states)
 

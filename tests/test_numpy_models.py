@@ -81,9 +81,17 @@ def test_a_two_step_rnn_with_one_hidden_unit_by_hand() -> None:
     is the da of the step that read token v)."""
     spec = ModelSpec("rnn", vocab_size=2, num_hiddens=1)
     w_x, w_hh, b_h, w_q, b_q, h0 = (0.5, -0.25), 2.0, 0.1, (1.0, -1.0), (0.0, 0.2), 0.3
-    params = {"layers": [{"W_xh": np.array([[w_x[0]], [w_x[1]]]), "W_hh": np.array([[w_hh]]),
-                          "b_h": np.array([b_h])}],
-              "W_hq": np.array([w_q]), "b_q": np.array(b_q)}  # fmt: skip
+    params = {
+        "layers": [
+            {
+                "W_xh": np.array([[w_x[0]], [w_x[1]]]),
+                "W_hh": np.array([[w_hh]]),
+                "b_h": np.array([b_h]),
+            }
+        ],
+        "W_hq": np.array([w_q]),
+        "b_q": np.array(b_q),
+    }
     X, Y = np.array([[0, 1]]), np.array([[1, 0]])  # (B, T) = (1, 2)
     h1 = math.tanh(w_x[0] + w_hh * h0 + b_h)  # (R1), step 1 reads token 0
     h2 = math.tanh(w_x[1] + w_hh * h1 + b_h)  # step 2 reads token 1

@@ -116,9 +116,13 @@ def test_time_includes_data_iteration_and_the_sync_call() -> None:
 
     synced = []
     _, stats = run_epoch(
-        lambda c, X, Y, s: (c, 1.0, s, None), "carry", slow_loader(), lambda b: 0, False,
+        lambda c, X, Y, s: (c, 1.0, s, None),
+        "carry",
+        slow_loader(),
+        lambda b: 0,
+        False,
         sync=synced.append,
-    )  # fmt: skip
+    )
     assert synced == ["carry"]
     assert stats.seconds >= 0.1
     assert stats.tokens_per_sec == pytest.approx(stats.num_tokens / stats.seconds, rel=1e-15)
@@ -180,9 +184,16 @@ def test_train_starts_every_epoch_from_the_zero_state_and_reports_each_epoch() -
     params = init_params(spec, seed=0)
     seen = []
     final, history = train(
-        spec, params, SeqDataLoader(corpus, 4, 5, seed=1), vocab, 1.0, 1.0, 2, False,
+        spec,
+        params,
+        SeqDataLoader(corpus, 4, 5, seed=1),
+        vocab,
+        1.0,
+        1.0,
+        2,
+        False,
         callback=lambda epoch, p, stats: seen.append((epoch, p, stats)),
-    )  # fmt: skip
+    )
     assert [e for e, _, _ in seen] == [1, 2] and [s for _, _, s in seen] == history
     assert seen[-1][1] is final
     # epoch 2 equals a fresh train_epoch from epoch 1's parameters: nothing carried over

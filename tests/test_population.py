@@ -58,8 +58,9 @@ def assert_members_are_single_runs(
     for k, m in enumerate(members):
         loader = SeqDataLoader(corpus, B, T, random, m.seed)
         start = rnn_jax.to_jax(init_params(spec, m.seed, dtype, sigma=0.1), "cpu")
-        params, single = rnn_jax.train(spec, start, loader, vocab, m.lr, m.theta, 3, random,
-                                       grad_mode=grad_mode)  # fmt: skip
+        params, single = rnn_jax.train(
+            spec, start, loader, vocab, m.lr, m.theta, 3, random, grad_mode=grad_mode
+        )
         for computed in (params, finals[k]):  # in the dtype the test names
             assert {v.dtype for v in flatten_params(computed).values()} == {np.dtype(dtype)}
         ppl = np.array([s.perplexity for s in single])
@@ -97,8 +98,9 @@ def test_a_population_of_one_is_the_single_run(x64) -> None:
     """One member runs its own step, not vmap over one member (rnn_jax.epoch)."""
     corpus, vocab = load_corpus_time_machine(max_tokens=1500)
     spec = ModelSpec("lstm", len(vocab), 8, 1)
-    assert_members_are_single_runs(spec, corpus, vocab, np.float64, False, 1e-12,
-                                   members=MEMBERS[1:2])  # fmt: skip
+    assert_members_are_single_runs(
+        spec, corpus, vocab, np.float64, False, 1e-12, members=MEMBERS[1:2]
+    )
 
 
 def test_lr_and_theta_are_values_of_one_compiled_program() -> None:
@@ -107,8 +109,9 @@ def test_lr_and_theta_are_values_of_one_compiled_program() -> None:
     with counting_compiles() as compiles:
         train_population(spec, grid([0], [0.5, 1.0], [1.0]), corpus, np.float32, False, epochs=1)
         first = len(compiles)  # the programs of 2 members: pack, epoch, unpack
-        train_population(spec, grid([1], [2.0, 0.1], [3.0, 0.2])[:2], corpus, np.float32, False,
-                         epochs=1)  # fmt: skip
+        train_population(
+            spec, grid([1], [2.0, 0.1], [3.0, 0.2])[:2], corpus, np.float32, False, epochs=1
+        )
     assert first > 0 and len(compiles) == first  # other rates, nothing compiled again
 
 
@@ -159,8 +162,10 @@ def train_sharded(spec, count, corpus, mesh):
     place = epoch.Placement(mesh, padded, range(padded))
     start = [init_params(spec, m.seed, np.float64, sigma=0.1) for m in rows]
     group = epoch.Members.create(spec, start, [(m.lr, m.theta) for m in rows], place)
-    loaders = [SeqDataLoader(corpus, B, T, False, m.seed) if k < count else None
-               for k, m in enumerate(rows)]  # fmt: skip
+    loaders = [
+        SeqDataLoader(corpus, B, T, False, m.seed) if k < count else None
+        for k, m in enumerate(rows)
+    ]
     steps = max_batches(len(corpus), B, T, False)
     for _ in range(3):
         stats = epoch.train_epoch(group, loaders, False, steps=steps, batch_shape=(B, T))
@@ -169,8 +174,9 @@ def train_sharded(spec, count, corpus, mesh):
 
 
 def test_a_population_on_4_devices_and_data_parallelism_equal_one_device() -> None:
-    done = subprocess.run([sys.executable, "-c", SHARDED], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", SHARDED], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
@@ -180,8 +186,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-RUN = ["--impl", "jax", "--seeds", "0-3", "--lr", "1,0.5", "--epochs", "3", "--hidden", "8",
-       "--max-tokens", "1500", "--batch-size", "8", "--num-steps", "10"]  # fmt: skip
+RUN = (
+    "--impl jax --seeds 0-3 --lr 1,0.5 --epochs 3 --hidden 8 --max-tokens 1500 --batch-size 8 "
+    "--num-steps 10"
+).split()
 
 
 def test_two_processes_train_the_population_of_one(tmp_path) -> None:
@@ -207,11 +215,16 @@ def test_two_processes_train_the_population_of_one(tmp_path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for p in range(2)
     ]
-    single = subprocess.run([*command, "--out", str(tmp_path / "one")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    single = subprocess.run(
+        [*command, "--out", str(tmp_path / "one")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         outputs = [p.communicate(timeout=120) for p in procs]
     finally:
@@ -242,8 +255,9 @@ TINY = ["--epochs", "3", "--hidden", "8", "--max-tokens", "2000"]
 
 def test_a_jax_population_writes_every_member_and_the_aggregate(tmp_path, capsys) -> None:
     out = tmp_path / "pop"
-    code = command.main("lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2",
-                             "--out", str(out)])  # fmt: skip
+    code = command.main(
+        "lstm", [*TINY, "--impl", "jax", "--seeds", "0-2", "--lr", "1,2", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     for m in grid([0, 1, 2], [1.0, 2.0], [1.0]):
@@ -252,8 +266,10 @@ def test_a_jax_population_writes_every_member_and_the_aggregate(tmp_path, capsys
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "population" and summary["diverged"] == []
     lr1, lr2 = summary["settings"]
-    finals = [json.loads((out / f"seed{s}-lr1-theta1" / "summary.json").read_text())
-              ["train_perplexity"] for s in range(3)]  # fmt: skip
+    finals = [
+        json.loads((out / f"seed{s}-lr1-theta1" / "summary.json").read_text())["train_perplexity"]
+        for s in range(3)
+    ]
     assert lr1["train_perplexity"]["n"] == 3 and lr2["lr"] == 2.0
     assert lr1["train_perplexity"]["mean"] == pytest.approx(np.mean(finals), rel=1e-12)
     assert lr1["train_perplexity"]["sd"] == pytest.approx(np.std(finals, ddof=1), rel=1e-9)
@@ -278,19 +294,26 @@ def test_an_interrupted_population_resumes_bit_identically(impl, tmp_path, capsy
     assert command.main("gru", [*argv, "--out", str(tmp_path / "whole")]) == 0
     config, _ = _population_config("gru", [*argv, "--out", str(tmp_path / "cut")])
     calls = iter(range(10**6))
-    saved = {"jax": "epoch 2 of every member is saved", "numpy": "seed0-lr1-theta1: .* epoch 2 "
-             "is saved in .*cut/seed0-lr1-theta1/checkpoint.npz"}[impl]  # fmt: skip
+    saved = {
+        "jax": "epoch 2 of every member is saved",
+        "numpy": "seed0-lr1-theta1: .* epoch 2 is saved in .*cut/seed0-lr1-theta1/checkpoint.npz",
+    }[impl]
     with pytest.raises(RunInterrupted, match=f"{saved}.*--resume {tmp_path / 'cut'}$"):
-        run_population(config, population.start(config, False),
-                                  stop=lambda: next(calls) >= 2)  # in epoch 3  # fmt: skip
+        run_population(
+            config, population.start(config, False), stop=lambda: next(calls) >= 2
+        )  # in epoch 3
     assert command.main("gru", ["--resume", str(tmp_path / "cut")]) == 0
     for m in ("seed0-lr1-theta1", "seed1-lr1-theta1"):
         a = (tmp_path / "cut" / m / "metrics.jsonl").read_text().splitlines()
         b = (tmp_path / "whole" / m / "metrics.jsonl").read_text().splitlines()
-        strip = [{k: v for k, v in json.loads(x).items() if k not in ("tokens_per_sec",
-                  "seconds")} for x in a]  # fmt: skip
-        assert strip == [{k: v for k, v in json.loads(x).items() if k not in ("tokens_per_sec",
-                          "seconds")} for x in b]  # fmt: skip
+        strip = [
+            {k: v for k, v in json.loads(x).items() if k not in ("tokens_per_sec", "seconds")}
+            for x in a
+        ]
+        assert strip == [
+            {k: v for k, v in json.loads(x).items() if k not in ("tokens_per_sec", "seconds")}
+            for x in b
+        ]
     capsys.readouterr()
 
 
@@ -304,8 +327,9 @@ def _population_config(section, argv):
 
 def test_a_diverging_member_stops_alone_and_the_command_says_so(tmp_path, capsys) -> None:
     out = tmp_path / "sweep"
-    code = command.main("rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30",
-                                    "--out", str(out)])  # fmt: skip
+    code = command.main(
+        "rnn_concise", [*TINY, "--impl", "jax", "--seeds", "0", "--lr", "1,1e30", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert code == 3 and "1 of 2 members diverged (seed0-lr1e+30-theta1)" in err
     bad = [json.loads(x) for x in (out / "seed0-lr1e+30-theta1" / "metrics.jsonl").open()]

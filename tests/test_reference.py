@@ -126,8 +126,11 @@ def toy_body(carry, xs_t):
 
 def toy_inputs(seed: int = 0):
     rng = np.random.default_rng(seed)
-    xs = (rng.standard_normal((K, T, B)), rng.standard_normal((K, T, B)),
-          rng.standard_normal((J, T, B)))  # fmt: skip
+    xs = (
+        rng.standard_normal((K, T, B)),
+        rng.standard_normal((K, T, B)),
+        rng.standard_normal((J, T, B)),
+    )
     carry = (rng.standard_normal((K, B)), rng.standard_normal((J, B)))
     return tuple(map(jnp.asarray, carry)), tuple(map(jnp.asarray, xs))
 

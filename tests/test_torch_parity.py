@@ -33,8 +33,11 @@ CASES = [(kind, layers, reset) for kind, reset in VARIANTS for layers in (1, 2)]
 CASE_IDS = [f"{name}-L{layers}" for name in VARIANT_IDS for layers in (1, 2)]
 IDS = dict(zip(CASES, CASE_IDS, strict=True))
 # the cells PyTorch has an nn module for (nn.GRU is the "after" variant)
-NN_CASES = [c for c in CASES if torch_ref.TORCH_CELLS[ModelSpec(c[0], 2, 2, 1, c[2]).cell.name]
-            .nn_module is not None]  # fmt: skip
+NN_CASES = [
+    c
+    for c in CASES
+    if torch_ref.TORCH_CELLS[ModelSpec(c[0], 2, 2, 1, c[2]).cell.name].nn_module is not None
+]
 # JAX compiles every model anew (about a second each), so its tests take every cell with one
 # layer plus one 2-layer model rather than every case; numpy_ref covers all of CASES.
 JAX_CASES = [c for c in CASES if c[1] == 1] + [("lstm", 2, "before")]
