@@ -64,8 +64,10 @@ def malloc(config: str, threads: int, repeats: int, rounds: int = 3) -> list[str
     lines = [f"{config}: {rounds} rounds of a fresh process each, {repeats} steps, medians"]
     for (impl, mode), runs in found.items():
         median, best, faults = (statistics.median(r[k] for r in runs) for k in range(3))
-        lines.append(f"{impl:9s} malloc {mode:19s} {median:8.2f} ms  (best {best:.2f})"
-                     f"  {faults:7.0f} page faults a step")  # fmt: skip
+        lines.append(
+            f"{impl:9s} malloc {mode:19s} {median:8.2f} ms  (best {best:.2f})"
+            f"  {faults:7.0f} page faults a step"
+        )
     return lines
 
 
@@ -94,9 +96,11 @@ print(json.dumps({"trace_and_lower": t1 - t0, "compile": t2 - t1, "run": t3 - t2
 def compile_times(config: str, threads: int, rounds: int = 2) -> list[str]:
     """Per LLVM level, a fresh process with an empty persistent cache (cold), then another that
     finds the first one's program there (warm)."""
-    settings = {"XLA's default (level 3)": "",
-                "LLVM level 2": "--xla_backend_optimization_level=2",
-                "LLVM level 1": "--xla_backend_optimization_level=1"}  # fmt: skip
+    settings = {
+        "XLA's default (level 3)": "",
+        "LLVM level 2": "--xla_backend_optimization_level=2",
+        "LLVM level 1": "--xla_backend_optimization_level=1",
+    }
     found: dict[tuple[str, str], list[dict[str, float]]] = collections.defaultdict(list)
     for _ in range(rounds):
         for name, flags in settings.items():

@@ -186,8 +186,10 @@ def recurrent(repeats: int) -> list[str]:
         steps["PyTorch h @ W"] = torch_loop
     times, _ = measure(steps, 3, repeats)
     flops = 2.0 * STEPS * BATCH * 256 * 1024
-    return ["35 dependent (32, 256) x (256, 1024) products, each gate's block summed, tanh",
-            *_report(times, flops)]  # fmt: skip
+    return [
+        "35 dependent (32, 256) x (256, 1024) products, each gate's block summed, tanh",
+        *_report(times, flops),
+    ]
 
 
 def inputs(repeats: int) -> list[str]:
@@ -223,8 +225,11 @@ def sigmoid(repeats: int) -> list[str]:
         r = 1.0 / (1.0 + e)
         return np.where(x >= 0, r, e * r)
 
-    steps = {"guarded exp": exp_form, "(1 + tanh(x/2)) / 2": lambda: 0.5 + 0.5 * np.tanh(0.5 * x),
-             "numpy_ref's 1 / (1 + exp(-x))": lambda: numpy_ref_sigmoid(x)}  # fmt: skip
+    steps = {
+        "guarded exp": exp_form,
+        "(1 + tanh(x/2)) / 2": lambda: 0.5 + 0.5 * np.tanh(0.5 * x),
+        "numpy_ref's 1 / (1 + exp(-x))": lambda: numpy_ref_sigmoid(x),
+    }
     times, _ = measure(steps, 20, repeats * 10)
     return ["numpy_ref sigmoid on (32, 768) float32", *_report(times)]
 
@@ -243,11 +248,21 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
     folder = tempfile.mkdtemp(prefix="rnn-lm-versus-")
     package = Path(folder) / name
     package.mkdir()
-    listed = subprocess.run(["git", "ls-tree", "--name-only", revision, "rnn_jax/"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", revision, "rnn_jax/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for path in listed:
-        text = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        text = subprocess.run(
+            ["git", "show", f"{revision}:{path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         text = re.sub(r"\brnn_jax\b", name, text)
         (package / Path(path).name).write_text(text, encoding="utf-8")
     sys.path.insert(0, folder)
@@ -282,27 +297,43 @@ def versus(revision: str, configs: list[str], repeats: int) -> list[str]:
         med = {k: statistics.median(v) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
         cells = [f"{k} {1e3 * med[k]:.2f} ({1e3 * best[k]:.2f})" for k in steps]
-        ratios = [f"{k} {med['torch'] / med[k]:.2f}x ({best['torch'] / best[k]:.2f}x)"
-                  for k in packages]  # fmt: skip
+        ratios = [
+            f"{k} {med['torch'] / med[k]:.2f}x ({best['torch'] / best[k]:.2f}x)" for k in packages
+        ]
         lines.append(f"{config}: " + ", ".join(cells) + "; vs torch: " + ", ".join(ratios))
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tools.bench_probes", description=__doc__.split("\n")[0])
-    probes = ("profile", "products", "recurrent", "inputs", "sigmoid", "compile", "versus",
-              "malloc")  # fmt: skip
+    probes = (
+        "profile",
+        "products",
+        "recurrent",
+        "inputs",
+        "sigmoid",
+        "compile",
+        "versus",
+        "malloc",
+    )
     parser.add_argument("probe", choices=probes)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="lstm")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None,
-                        help="versus: the configurations (default: every one)")  # fmt: skip
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=sorted(CONFIGS),
+        default=None,
+        help="versus: the configurations (default: every one)",
+    )
     parser.add_argument("--rev", default="33cbfa0", help="versus: the git revision to compare")
     parser.add_argument("--repeats", type=POSITIVE, default=40)
     add_runtime_flags(parser)
     args = parser.parse_args(argv)
     settings = runtime.configure(args)
-    print(f"threads {settings['threads']} ({settings['policy']}); "
-          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"threads {settings['threads']} ({settings['policy']}); "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     if args.probe == "profile":
         lines = profile(args.config)
     elif args.probe == "products":

@@ -32,9 +32,25 @@ def run_bench(threads: int, config: str, impls: list[str], repeats: int) -> dict
     """Median step ms per implementation of one ``experiments.bench`` run in a subprocess."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "bench.json"
-        command = [sys.executable, "-m", "experiments.bench", "--threads", str(threads),
-                   "--configs", config, "--impls", *impls, "--repeats", str(repeats),
-                   "--warmup", "2", "--corpus-mb", "0", "--json", str(out)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "experiments.bench",
+            "--threads",
+            str(threads),
+            "--configs",
+            config,
+            "--impls",
+            *impls,
+            "--repeats",
+            str(repeats),
+            "--warmup",
+            "2",
+            "--corpus-mb",
+            "0",
+            "--json",
+            str(out),
+        ]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1])
@@ -80,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=prog, description=__doc__.split("\n\n")[0])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parser.add_argument("--threads", nargs="+", type=POSITIVE, default=sorted({1, cores or 1}))
-    parser.add_argument("--load", nargs="+", type=NON_NEGATIVE, default=[0, 1],
-                        help="busy processes beside the benchmark (default 0 1)")  # fmt: skip
+    parser.add_argument(
+        "--load",
+        nargs="+",
+        type=NON_NEGATIVE,
+        default=[0, 1],
+        help="busy processes beside the benchmark (default 0 1)",
+    )
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=DEFAULT_CONFIGS)
     parser.add_argument("--impls", nargs="+", default=["numpy", "jax-bptt", "torch"])
     parser.add_argument("--repeats", type=POSITIVE, default=20, help="timed steps per impl")
