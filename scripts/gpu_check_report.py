@@ -23,15 +23,19 @@ SCRATCH_GOAL = 1.2e6  # tokens/s, the book's scratch RNN (d2l 8.5) on an H100/H2
 
 def bench_lines(bench: dict) -> tuple[list[str], list[str]]:
     """The bench's rows as Markdown, and one line per goal (met or not)."""
-    lines = ["| config | impl | step ms | tokens/s | vs torch (cuDNN) | compile s | warm s |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| config | impl | step ms | tokens/s | vs torch (cuDNN) | compile s | warm s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     goals = []
     for r in bench["results"]:
         vs = "" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x"
         cold = "" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
         warm = "" if r.get("warm_s") is None else f"{r['warm_s']:.2f}"
-        lines.append(f"| {r['config']} | {r['impl']} | {r['step_ms']:.2f} | "
-                     f"{r['tokens_per_sec']:,.0f} | {vs} | {cold} | {warm} |")  # fmt: skip
+        lines.append(
+            f"| {r['config']} | {r['impl']} | {r['step_ms']:.2f} | "
+            f"{r['tokens_per_sec']:,.0f} | {vs} | {cold} | {warm} |"
+        )
         if r["impl"] == "jax-bptt" and r["vs_torch"] is not None:
             met = "met" if r["vs_torch"] >= 1.0 else "NOT met"
             goals.append(
@@ -43,10 +47,12 @@ def bench_lines(bench: dict) -> tuple[list[str], list[str]]:
 def scratch_lines(run: Path) -> tuple[list[str], list[str]]:
     summary = json.loads((run / "summary.json").read_text())
     speed = summary["tokens_per_sec_median"]
-    lines = [f"Scratch run ({summary['epochs']} epochs, {summary['impl']} on {summary['device']}): "
-             f"`{summary['book_line']}`; median over epochs {speed:,.0f} tokens/s; "
-             f"late-median perplexity {summary['train_perplexity_late_median']:.3f}; "
-             f"{summary['seconds_total']:.1f} s in all."]  # fmt: skip
+    lines = [
+        f"Scratch run ({summary['epochs']} epochs, {summary['impl']} on {summary['device']}): "
+        f"`{summary['book_line']}`; median over epochs {speed:,.0f} tokens/s; "
+        f"late-median perplexity {summary['train_perplexity_late_median']:.3f}; "
+        f"{summary['seconds_total']:.1f} s in all."
+    ]
     met = "met" if speed >= SCRATCH_GOAL else "NOT met"
     return lines, [f"- scratch RNN {speed:,.0f} tokens/s (goal >= 1.2M): {met}"]
 
