@@ -111,11 +111,15 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--out", help="comparison directory (default runs/compare-<section>-<iter>)"
     )
-    parser.add_argument("--populations", nargs="+", metavar="DIR",
-                        help="compare finished populations, one per implementation, without "
-                        "training anything (e.g. runs/gru-numpy-pop runs/gru-jax-pop)")  # fmt: skip
+    parser.add_argument(
+        "--populations",
+        nargs="+",
+        metavar="DIR",
+        help="compare finished populations, one per implementation, without "
+        "training anything (e.g. runs/gru-numpy-pop runs/gru-jax-pop)",
+    )
     add_run_flags(parser, None, seeds=seed_count)
-    return parser  # fmt: skip
+    return parser
 
 
 def configs_from_args(
@@ -145,10 +149,11 @@ def configs_from_args(
     args_list = list(sys.argv[1:] if argv is None else argv)
     overrides["command"] = " ".join(["python", "-m", "experiments.compare", *args_list])
     configs = [
-        section_config(args.section, **{**overrides, "impl": impl, "iter": args.iter,
-                                         "out": str(out / impl)})
+        section_config(
+            args.section, **{**overrides, "impl": impl, "iter": args.iter, "out": str(out / impl)}
+        )
         for impl in impls
-    ]  # fmt: skip
+    ]
     return out, configs, args.seeds
 
 
@@ -187,10 +192,17 @@ def compare(
 
 def refuse_training_flags(args: Any) -> None:
     """``--populations`` compares finished runs: a flag of a training run is a mistake."""
-    flags = {"num_epochs": "epochs", "num_hiddens": "hidden", "num_layers": "layers",
-             "data_path": "data"}  # fmt: skip
-    given = [f"--{flags.get(k, k).replace('_', '-')}" for k, v in overrides_from_args(args).items()
-             if v is not None and k != "overwrite"]  # fmt: skip
+    flags = {
+        "num_epochs": "epochs",
+        "num_hiddens": "hidden",
+        "num_layers": "layers",
+        "data_path": "data",
+    }
+    given = [
+        f"--{flags.get(k, k).replace('_', '-')}"
+        for k, v in overrides_from_args(args).items()
+        if v is not None and k != "overwrite"
+    ]
     given += ["--seeds"] if args.seeds is not None else []
     if given:
         raise ConfigError(f"--populations compares finished runs: drop {', '.join(given)}")

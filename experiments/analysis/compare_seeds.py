@@ -56,18 +56,26 @@ class SeedComparison:
     def table(self) -> str:
         impls = list(self.results)
         lines = [f"| | {' | '.join(impls)} |", "|---|" + "---:|" * len(impls)]
-        names = {"final": "final train ppl", "late": "train ppl, median of the last 10%",
-                 "val": "final val ppl"}  # fmt: skip
+        names = {
+            "final": "final train ppl",
+            "late": "train ppl, median of the last 10%",
+            "val": "final val ppl",
+        }
         for key, name in names.items():
             cells = [Spread.of(self.samples(i)[key]).text(3) for i in impls]
             lines.append(f"| {name} | {' | '.join(cells)} |")
         speeds = [f"{self.results[i].tokens_per_sec:.1f}" for i in impls]
         lines.append(f"| tokens/s (all runs) | {' | '.join(speeds)} |")
-        lines += ["", "| late median: difference of means | t | df | p | verdict |",
-                  "|---|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| late median: difference of means | t | df | p | verdict |",
+            "|---|---:|---:|---:|---|",
+        ]
         for a, b, w in self.tests():
-            lines.append(f"| {a} − {b}: {w.difference:+.4f} | {w.t:.2f} | {w.df:.1f} | "
-                         f"{w.p:.3f} | {w.verdict} |")  # fmt: skip
+            lines.append(
+                f"| {a} − {b}: {w.difference:+.4f} | {w.t:.2f} | {w.df:.1f} | "
+                f"{w.p:.3f} | {w.verdict} |"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,9 +85,19 @@ class SeedComparison:
                 | {"population": str(r.config.path), "tokens_per_sec": r.tokens_per_sec}
                 for impl, r in self.results.items()
             },
-            "tests": [{"a": a, "b": b, "difference": w.difference, "t": w.t, "df": w.df,
-                       "p": w.p, "verdict": w.verdict} for a, b, w in self.tests()],
-        }  # fmt: skip
+            "tests": [
+                {
+                    "a": a,
+                    "b": b,
+                    "difference": w.difference,
+                    "t": w.t,
+                    "df": w.df,
+                    "p": w.p,
+                    "verdict": w.verdict,
+                }
+                for a, b, w in self.tests()
+            ],
+        }
 
 
 def populations(out: Path, configs: Sequence[RunConfig], seeds: Sequence[int]) -> list[Any]:
@@ -100,8 +118,21 @@ def compare_seeds(
 
 # The settings finished populations must share to be compared: all but the implementation, the
 # seeds and where and how the runs were made.
-SHARED = ("section", "kind", "num_hiddens", "num_layers", "gru_reset", "lr", "theta", "num_epochs",
-          "batch_size", "num_steps", "max_tokens", "val_fraction", "iter")  # fmt: skip
+SHARED = (
+    "section",
+    "kind",
+    "num_hiddens",
+    "num_layers",
+    "gru_reset",
+    "lr",
+    "theta",
+    "num_epochs",
+    "batch_size",
+    "num_steps",
+    "max_tokens",
+    "val_fraction",
+    "iter",
+)
 
 
 def load_populations(paths: Sequence[str | Path]) -> dict[str, population.PopulationResult]:
@@ -120,8 +151,10 @@ def load_populations(paths: Sequence[str | Path]) -> dict[str, population.Popula
             raise ConfigError(f"--populations {path}: not a population directory ({err})") from None
         settings = {(m.lr, m.theta) for m in pc.members}
         if len(settings) != 1:
-            raise ConfigError(f"--populations {path}: a sweep over {len(settings)} settings of lr "
-                              f"and theta; compare populations of one setting each")  # fmt: skip
+            raise ConfigError(
+                f"--populations {path}: a sweep over {len(settings)} settings of lr "
+                f"and theta; compare populations of one setting each"
+            )
         ((lr, theta),) = settings  # the members' setting, and where the population is now
         pc = replace(pc, base=replace(pc.base, out=str(path), lr=lr, theta=theta))
         base = pc.base
@@ -131,25 +164,34 @@ def load_populations(paths: Sequence[str | Path]) -> dict[str, population.Popula
         for name in SHARED:
             if getattr(base, name) != getattr(first, name):
                 mine, theirs = getattr(base, name), getattr(first, name)
-                raise ConfigError(f"--populations {path}: {name} {mine!r} differs from the "
-                                  f"first population's {theirs!r}")  # fmt: skip
+                raise ConfigError(
+                    f"--populations {path}: {name} {mine!r} differs from the "
+                    f"first population's {theirs!r}"
+                )
         try:
             summary = json.loads((path / rundir.SUMMARY).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise ConfigError(f"--populations {path}: no finished population there ({err}); "
-                              f"resume it with python -m experiments.{base.section} --resume "
-                              f"{path}") from None  # fmt: skip
+            raise ConfigError(
+                f"--populations {path}: no finished population there ({err}); "
+                f"resume it with python -m experiments.{base.section} --resume "
+                f"{path}"
+            ) from None
         diverged = list(summary.get("diverged", []))
         results = {m.name: load_finished(path / m.name) for m in pc.members}
         missing = [n for n, r in results.items() if r is None and n not in diverged]
         if missing:
-            raise ConfigError(f"--populations {path}: {', '.join(missing)} not finished; "
-                              f"resume with python -m experiments.{base.section} --resume "
-                              f"{path}")  # fmt: skip
+            raise ConfigError(
+                f"--populations {path}: {', '.join(missing)} not finished; "
+                f"resume with python -m experiments.{base.section} --resume "
+                f"{path}"
+            )
         loaded[base.impl] = population.PopulationResult(
-            pc, {n: r for n, r in results.items() if r is not None}, diverged, summary,
+            pc,
+            {n: r for n, r in results.items() if r is not None},
+            diverged,
+            summary,
             summary.get("tokens_per_sec", 0.0),
-        )  # fmt: skip
+        )
     return loaded
 
 
@@ -166,6 +208,10 @@ def write(comparison: SeedComparison) -> SeedComparison:
     first = next(iter(comparison.results.values())).config.base
     counts = sorted({len(r.config.members) for r in comparison.results.values()})
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    plot_spread(histories, out / PLOT, f"d2l {SECTIONS[first.section].book} {first.section}, "
-                f"{first.iter}: {seeds} seeds per implementation")  # fmt: skip
+    plot_spread(
+        histories,
+        out / PLOT,
+        f"d2l {SECTIONS[first.section].book} {first.section}, "
+        f"{first.iter}: {seeds} seeds per implementation",
+    )
     return comparison
