@@ -99,9 +99,15 @@ def summarize(
     for impl, ts in times.items():
         median = statistics.median(ts)
         results.append(
-            Result(config, impl, 1e3 * median, 1e3 * min(ts), BATCH * STEPS / median,
-                   compile_s.get(impl))
-        )  # fmt: skip
+            Result(
+                config,
+                impl,
+                1e3 * median,
+                1e3 * min(ts),
+                BATCH * STEPS / median,
+                compile_s.get(impl),
+            )
+        )
         if cpu_times and impl in cpu_times:
             results[-1].cpu_ms = 1e3 * statistics.median(cpu_times[impl])
     by_impl = {r.impl: r for r in results}
@@ -178,15 +184,37 @@ def _seconds(x: float | None) -> str:
 
 
 def format_table(results: list[Result]) -> str:
-    header = ("config", "impl", "step ms", "best ms", "tokens/s", "vs numpy", "vs torch",
-              "cpu ms", "cpu vs torch", "compile s", "warm s")  # fmt: skip
+    header = (
+        "config",
+        "impl",
+        "step ms",
+        "best ms",
+        "tokens/s",
+        "vs numpy",
+        "vs torch",
+        "cpu ms",
+        "cpu vs torch",
+        "compile s",
+        "warm s",
+    )
     rows = [header]
     for r in results:
         cpu = "" if r.cpu_ms is None else f"{r.cpu_ms:.2f}"
-        rows.append((r.config, r.impl, f"{r.step_ms:.2f}", f"{r.best_ms:.2f}",
-                     f"{r.tokens_per_sec:,.0f}", _ratio(r.vs_numpy), _ratio(r.vs_torch), cpu,
-                     _ratio(r.cpu_vs_torch), _seconds(r.compile_s),
-                     _seconds(r.warm_s)))  # fmt: skip
+        rows.append(
+            (
+                r.config,
+                r.impl,
+                f"{r.step_ms:.2f}",
+                f"{r.best_ms:.2f}",
+                f"{r.tokens_per_sec:,.0f}",
+                _ratio(r.vs_numpy),
+                _ratio(r.vs_torch),
+                cpu,
+                _ratio(r.cpu_vs_torch),
+                _seconds(r.compile_s),
+                _seconds(r.warm_s),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for i, row in enumerate(rows):
@@ -232,17 +260,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=POSITIVE, default=50, help="timed steps per impl")
     parser.add_argument("--warmup", type=NON_NEGATIVE, default=3, help="untimed steps first")
     parser.add_argument("--quick", action="store_true", help="--repeats 10 --warmup 1, no corpus")
-    parser.add_argument("--corpus-mb", type=NON_NEGATIVE, default=None, metavar="MB",
-                        help=f"also time loading a MB MB text (default {CORPUS_MB}, "
-                             f"0 with --quick; 0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--corpus-mb",
+        type=NON_NEGATIVE,
+        default=None,
+        metavar="MB",
+        help=f"also time loading a MB MB text (default {CORPUS_MB}, 0 with --quick; 0: skip)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     add_runtime_flags(parser)
-    parser.add_argument("--population", metavar="1,4,16", type=_counts,
-                        help="instead: a population of each size against PyTorch's runs in turn "
-                             "(experiments/benchmarks/bench_population.py)")  # fmt: skip
-    parser.add_argument("--end-to-end", action="store_true",
-                        help="instead: whole commands against their steps, jax, numpy and torch "
-                             "(experiments/benchmarks/end_to_end.py)")  # fmt: skip
+    parser.add_argument(
+        "--population",
+        metavar="1,4,16",
+        type=_counts,
+        help="instead: a population of each size against PyTorch's runs in turn "
+        "(experiments/benchmarks/bench_population.py)",
+    )
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="instead: whole commands against their steps, jax, numpy and torch "
+        "(experiments/benchmarks/end_to_end.py)",
+    )
     parser.add_argument(
         "--epochs",
         type=POSITIVE,
@@ -289,8 +328,9 @@ def _main(argv: list[str] | None, prog: str) -> int:
         except ValueError as err:  # rnn_jax's DeviceError: no such device here
             raise ConfigError(f"--device {args.device}: {getattr(err, 'reason', err)}") from None
         if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
-            raise ConfigError("--impls torch / torch-scratch need PyTorch: "
-                              "pip install -e '.[dev,torch]'")  # fmt: skip
+            raise ConfigError(
+                "--impls torch / torch-scratch need PyTorch: pip install -e '.[dev,torch]'"
+            )
         if args.device == "gpu" and "numpy" in (args.impls or ()):
             raise ConfigError("--device gpu: numpy runs on the CPU only; leave it out of --impls")
         if args.corpus_mb and not args.population:  # its text is the book's: found before timing
@@ -311,28 +351,33 @@ def _main(argv: list[str] | None, prog: str) -> int:
         + (f"; PyTorch on {env['torch_device']}" if "torch_device" in env else "")
     )
     threads = ", ".join(f"{k} {v}" for k, v in env["threads"].items())
-    print(f"threads: {threads} ({settings['threads']}, from {settings['policy']}); "
-          f"compile cache {settings['compile_cache'] or 'off'}; "
-          f"malloc {settings['malloc']}")  # fmt: skip
+    print(
+        f"threads: {threads} ({settings['threads']}, from {settings['policy']}); "
+        f"compile cache {settings['compile_cache'] or 'off'}; "
+        f"malloc {settings['malloc']}"
+    )
     if args.end_to_end:
         return _end_to_end(args, env, prog)
     if args.population:
         from experiments.benchmarks import bench_population
 
         per_call = bench_population.STEPS_PER_CALL
-        print(f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
-              f"per call, median of {args.repeats} calls, interleaved\n")  # fmt: skip
+        print(
+            f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
+            f"per call, median of {args.repeats} calls, interleaved\n"
+        )
         results = bench_population.bench_populations(
             args.configs, args.population, args.repeats, env["torch"] is not None, args.device
         )
         print(bench_population.format_table(results))
         if args.json:
-            write_json(args.json, {"environment": env,
-                                   "population": [asdict(r) for r in results]})  # fmt: skip
+            write_json(args.json, {"environment": env, "population": [asdict(r) for r in results]})
         return 0
-    print(f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
-          f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
-          f"interleaved in blocks of {BLOCK} after {SETTLE} untimed\n")  # fmt: skip
+    print(
+        f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
+        f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
+        f"interleaved in blocks of {BLOCK} after {SETTLE} untimed\n"
+    )
     results: list[Result] = []
     for name in args.configs:
         config = CONFIGS[name]
@@ -367,16 +412,20 @@ def _end_to_end(args: argparse.Namespace, env: dict[str, Any], prog: str) -> int
     if args.impls:  # the steps' names: jax-bptt runs the jax command
         impls = [i for i in impls if i in {s.split("-")[0] for s in args.impls}]
     configs = [c for c in args.configs if c in dict(end_to_end.COMMANDS).values()]
-    print(f"--epochs {args.epochs}, --iter seq; step: median of {args.repeats} timed steps; "
-          f"every command in a fresh process without the compile cache\n")  # fmt: skip
+    print(
+        f"--epochs {args.epochs}, --iter seq; step: median of {args.repeats} timed steps; "
+        f"every command in a fresh process without the compile cache\n"
+    )
     try:
-        found = end_to_end.bench_end_to_end(configs, impls, args.epochs, args.members,
-                                            args.repeats, args.threads, args.device)  # fmt: skip
+        found = end_to_end.bench_end_to_end(
+            configs, impls, args.epochs, args.members, args.repeats, args.threads, args.device
+        )
     except RuntimeError as err:
         return fail(prog, str(err), 1)
     print(end_to_end.format_table(found), flush=True)
     if args.json:
-        rows = [{**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency}
-                for c in found]  # fmt: skip
+        rows = [
+            {**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency} for c in found
+        ]
         write_json(args.json, {"environment": env, "end_to_end": rows})
     return 0

@@ -184,8 +184,10 @@ def bench_corpus(
         "text": text,
         "seed": seed if text == "random" else None,
     }
-    with tempfile.TemporaryDirectory(dir=folder) as tmp, \
-            signals.removing(lambda: shutil.rmtree(tmp, ignore_errors=True)):  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(dir=folder) as tmp,
+        signals.removing(lambda: shutil.rmtree(tmp, ignore_errors=True)),
+    ):
         path = write_text(Path(tmp) / f"{text}-{mb:g}MB.txt", mb, text, seed)
         result["bytes"] = os.path.getsize(path)
         for token in tokens:

@@ -61,8 +61,9 @@ def population_step(spec: Any, members: int, device: str = "cpu") -> Any:
 
     rng = np.random.default_rng(0)
     place = epoch.Placement(None, members, range(members), get_device(device))
-    group = epoch.Members.create(spec, [init_params(spec, k) for k in range(members)],
-                                 [(1.0, 1.0)] * members, place)  # fmt: skip
+    group = epoch.Members.create(
+        spec, [init_params(spec, k) for k in range(members)], [(1.0, 1.0)] * members, place
+    )
     shape = (STEPS_PER_CALL, members, BATCH, STEPS)
     Xs, Ys = (place.put(rng.integers(0, VOCAB, shape, dtype=np.int32), axis=1) for _ in range(2))
     counts = place.put(np.full(members, STEPS_PER_CALL, np.int32))
@@ -90,8 +91,10 @@ def single_steps(spec: Any, device: str = "cpu") -> Any:
     target = rnn_jax.get_device(device)
     params = pack(spec, init_params(spec, 0), target)  # as rnn_jax.train_epoch trains
     carry = [params, init_opt_state(params)]
-    X, Y = (jax.device_put(rng.integers(0, VOCAB, (BATCH, STEPS), dtype=np.int32), target)
-            for _ in range(2))  # fmt: skip
+    X, Y = (
+        jax.device_put(rng.integers(0, VOCAB, (BATCH, STEPS), dtype=np.int32), target)
+        for _ in range(2)
+    )
     state = rnn_jax.begin_state(spec, BATCH, device=target)
 
     def step() -> None:
@@ -137,20 +140,37 @@ def bench_populations(
         median = {k: float(np.median(v)) for k, v in times.items()}
         for m in counts:
             torch = tokens / median["torch"] if with_torch else None
-            results.append(PopulationResult(name, m, m * tokens / median[f"pop{m}"],
-                                            tokens / median["single"], torch))  # fmt: skip
+            results.append(
+                PopulationResult(
+                    name, m, m * tokens / median[f"pop{m}"], tokens / median["single"], torch
+                )
+            )
     return results
 
 
 def format_table(results: Sequence[PopulationResult]) -> str:
-    header = ("config", "members", "population tok/s", "per member", "vs single run",
-              "torch in turn tok/s", "vs torch")  # fmt: skip
+    header = (
+        "config",
+        "members",
+        "population tok/s",
+        "per member",
+        "vs single run",
+        "torch in turn tok/s",
+        "vs torch",
+    )
     rows = [header]
     for r in results:
-        rows.append((r.config, str(r.members), f"{r.population_tokens_per_sec:,.0f}",
-                     f"{r.per_member:,.0f}", f"{r.vs_single:.2f}x",
-                     "" if r.torch_tokens_per_sec is None else f"{r.torch_tokens_per_sec:,.0f}",
-                     "" if r.vs_torch is None else f"{r.vs_torch:.2f}x"))  # fmt: skip
+        rows.append(
+            (
+                r.config,
+                str(r.members),
+                f"{r.population_tokens_per_sec:,.0f}",
+                f"{r.per_member:,.0f}",
+                f"{r.vs_single:.2f}x",
+                "" if r.torch_tokens_per_sec is None else f"{r.torch_tokens_per_sec:,.0f}",
+                "" if r.vs_torch is None else f"{r.vs_torch:.2f}x",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for i, row in enumerate(rows):
