@@ -51,8 +51,9 @@ class Backend:
         """The device, in words, and the versions that matter for this backend."""
         raise NotImplementedError
 
-    def group(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
-              data: Any) -> Any:  # fmt: skip
+    def group(
+        self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any], data: Any
+    ) -> Any:
         """What the host loop trains (:mod:`experiments.run.loop`): here one member, trained by
         this backend's epoch (:class:`StepGroup`)."""
         (first,) = params
@@ -104,8 +105,11 @@ class NumpyBackend(Backend):
         return model
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device, "machine": cpu_description(),
-                "versions": {"numpy": np.__version__}}  # fmt: skip
+        return {
+            "device": self.device,
+            "machine": cpu_description(),
+            "versions": {"numpy": np.__version__},
+        }
 
 
 class JaxBackend(Backend):
@@ -158,8 +162,14 @@ class JaxBackend(Backend):
     def to_numpy(self, model: Any) -> Params:
         return self._jax.tree_util.tree_map(np.asarray, model)
 
-    def group(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
-              data: Any, place: Any = None) -> Any:  # fmt: skip
+    def group(
+        self,
+        spec: ModelSpec,
+        params: Sequence[Params],
+        configs: Sequence[Any],
+        data: Any,
+        place: Any = None,
+    ) -> Any:
         """Every member in one compiled program (:class:`JaxGroup`), on this backend's device
         unless ``place`` says otherwise."""
         from numpy_ref.population import max_batches
@@ -181,9 +191,13 @@ class JaxBackend(Backend):
         return {
             "device": self.device,
             "machine": machine,
-            "versions": {"numpy": np.__version__, "jax": self._jax.__version__,
-                         "jaxlib": jaxlib.__version__, "optax": optax.__version__},
-        }  # fmt: skip
+            "versions": {
+                "numpy": np.__version__,
+                "jax": self._jax.__version__,
+                "jaxlib": jaxlib.__version__,
+                "optax": optax.__version__,
+            },
+        }
 
 
 class TorchBackend(Backend):
@@ -278,11 +292,13 @@ class StepGroup:
         self.model = backend.prepare(spec, params)
         self.last = params
 
-    def train_epoch(self, loaders: list[Any], use_random_iter: bool,
-                    stop: Callable[[], bool] | None) -> list[EpochStats]:  # fmt: skip
+    def train_epoch(
+        self, loaders: list[Any], use_random_iter: bool, stop: Callable[[], bool] | None
+    ) -> list[EpochStats]:
         (loader,) = loaders
-        self.model, stats = self.backend.train_epoch(self.model, Stoppable(loader, stop), self.lr,
-                                                     self.theta, use_random_iter)  # fmt: skip
+        self.model, stats = self.backend.train_epoch(
+            self.model, Stoppable(loader, stop), self.lr, self.theta, use_random_iter
+        )
         self.last = self.backend.to_numpy(self.model)
         return [stats]
 
@@ -303,8 +319,14 @@ class JaxGroup:
     """M members (M = 1: a single run) as one compiled program per chunk of an epoch
     (:mod:`rnn_jax.epoch`); ``snapshot()`` is the device arrays of the last complete epoch."""
 
-    def __init__(self, spec: ModelSpec, params: Sequence[Params], configs: Sequence[Any],
-                 steps: tuple[int, int], place: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: ModelSpec,
+        params: Sequence[Params],
+        configs: Sequence[Any],
+        steps: tuple[int, int],
+        place: Any,
+    ) -> None:
         from rnn_jax import epoch
 
         self._epoch, self.spec = epoch, spec
@@ -313,11 +335,13 @@ class JaxGroup:
         self.shape = (configs[0].batch_size, configs[0].num_steps)
         self.steps, self.val_steps = steps
 
-    def train_epoch(self, loaders: list[Any], use_random_iter: bool,
-                    stop: Callable[[], bool] | None) -> list[EpochStats]:  # fmt: skip
+    def train_epoch(
+        self, loaders: list[Any], use_random_iter: bool, stop: Callable[[], bool] | None
+    ) -> list[EpochStats]:
         try:
-            return self._epoch.train_epoch(self.members, loaders, use_random_iter, self.shape,
-                                           self.steps, stop=stop)  # fmt: skip
+            return self._epoch.train_epoch(
+                self.members, loaders, use_random_iter, self.shape, self.steps, stop=stop
+            )
         except self._epoch.Stopped:
             raise Stop from None
 
@@ -327,8 +351,9 @@ class JaxGroup:
     def predict(self, prefixes: Sequence[str], num_preds: int, vocab: Any) -> list[list[str]]:
         from rnn_jax.generation import predict_greedy
 
-        return predict_greedy(prefixes, num_preds, self.spec, self.members.params, vocab,
-                              rows=self.members.place.rows)  # fmt: skip
+        return predict_greedy(
+            prefixes, num_preds, self.spec, self.members.params, vocab, rows=self.members.place.rows
+        )
 
     def snapshot(self) -> Any:
         return self.members.params

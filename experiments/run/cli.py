@@ -58,8 +58,15 @@ def run_with_progress(
 
     desc = f"{config.section} {config.impl} {config.iter}"
     done = config.resumed_at[-1] if resume else 0
-    with tqdm(total=config.num_epochs, initial=done, desc=desc, unit="epoch", file=sys.stderr,
-              disable=None, dynamic_ncols=True) as bar:  # fmt: skip
+    with tqdm(
+        total=config.num_epochs,
+        initial=done,
+        desc=desc,
+        unit="epoch",
+        file=sys.stderr,
+        disable=None,
+        dynamic_ncols=True,
+    ) as bar:
 
         def on_epoch(record: EpochRecord) -> None:
             if record.sample is not None:

@@ -59,14 +59,21 @@ class Section:
 SECTIONS = {
     s.name: s
     for s in (
-        Section("rnn_scratch", "8.5", "RNN from scratch", "rnn", 512, iters=("seq", "random"),
-                torch_model="scratch"),
+        Section(
+            "rnn_scratch",
+            "8.5",
+            "RNN from scratch",
+            "rnn",
+            512,
+            iters=("seq", "random"),
+            torch_model="scratch",
+        ),
         Section("rnn_concise", "8.6", "Concise RNN", "rnn", 256),
         Section("gru", "9.1", "Gated recurrent units", "gru", 256),
         Section("lstm", "9.2", "Long short-term memory", "lstm", 256),
         Section("deep_rnn", "9.3", "Deep RNN (2-layer LSTM)", "lstm", 256, num_layers=2, lr=2.0),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -177,10 +184,18 @@ def validate(config: RunConfig) -> None:
     checks = (
         ("--impl", config.impl, config.impl in IMPLS, f"one of {', '.join(IMPLS)}"),
         ("--iter", config.iter, config.iter in ITERS, f"one of {', '.join(ITERS)}"),
-        ("--torch-model", config.torch_model, config.torch_model in TORCH_MODELS,
-         f"one of {', '.join(TORCH_MODELS)}"),
-        ("--gru-reset", config.gru_reset, config.gru_reset in ("before", "after"),
-         "'before' or 'after'"),
+        (
+            "--torch-model",
+            config.torch_model,
+            config.torch_model in TORCH_MODELS,
+            f"one of {', '.join(TORCH_MODELS)}",
+        ),
+        (
+            "--gru-reset",
+            config.gru_reset,
+            config.gru_reset in ("before", "after"),
+            "'before' or 'after'",
+        ),
         ("--hidden", config.num_hiddens, is_int(config.num_hiddens), "an integer >= 1"),
         ("--layers", config.num_layers, is_int(config.num_layers), "an integer >= 1"),
         ("--epochs", config.num_epochs, is_int(config.num_epochs), "an integer >= 1"),
@@ -188,22 +203,34 @@ def validate(config: RunConfig) -> None:
         ("--num-steps", config.num_steps, is_int(config.num_steps), "an integer >= 1"),
         ("--lr", config.lr, is_positive(config.lr), "a number > 0"),
         ("--theta", config.theta, is_positive(config.theta), "a number > 0"),
-        ("--val-fraction", config.val_fraction,
-         isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
-         "a fraction in [0, 1) (0 turns validation off)"),
-        ("--max-tokens", config.max_tokens,
-         is_int(config.max_tokens) or config.max_tokens == -1,
-         "an integer >= 1, or -1 for the whole training part"),
+        (
+            "--val-fraction",
+            config.val_fraction,
+            isinstance(config.val_fraction, (int, float)) and 0 <= config.val_fraction < 1,
+            "a fraction in [0, 1) (0 turns validation off)",
+        ),
+        (
+            "--max-tokens",
+            config.max_tokens,
+            is_int(config.max_tokens) or config.max_tokens == -1,
+            "an integer >= 1, or -1 for the whole training part",
+        ),
         ("--seed", config.seed, is_int(config.seed, 0), "an integer >= 0"),
-        ("predict_every", config.predict_every, is_int(config.predict_every),
-         "an integer >= 1"),
-        ("--checkpoint-every", config.checkpoint_every, is_int(config.checkpoint_every),
-         "an integer >= 1"),
+        ("predict_every", config.predict_every, is_int(config.predict_every), "an integer >= 1"),
+        (
+            "--checkpoint-every",
+            config.checkpoint_every,
+            is_int(config.checkpoint_every),
+            "an integer >= 1",
+        ),
         ("--val-every", config.val_every, is_int(config.val_every), "an integer >= 1"),
-        ("--max-perplexity", config.max_perplexity,
-         config.max_perplexity is None or is_positive(config.max_perplexity),
-         "a finite number > 0"),
-    )  # fmt: skip
+        (
+            "--max-perplexity",
+            config.max_perplexity,
+            config.max_perplexity is None or is_positive(config.max_perplexity),
+            "a finite number > 0",
+        ),
+    )
     for flag, value, ok, expected in checks:
         if not ok:
             raise ConfigError(f"{flag} must be {expected}, got {value!r}")

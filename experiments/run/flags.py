@@ -73,12 +73,21 @@ def _threads(text: str) -> int:
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """``--threads`` and ``--no-compile-cache``, applied by :func:`runtime.configure` (whose
     docstring says what they do)."""
-    parser.add_argument("--threads", type=_threads, default=runtime.AUTO, metavar="N",
-                        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
-                             "cores, at least 1; docs/performance.md)")  # fmt: skip
-    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
-                        help=f"do not use JAX's persistent compilation cache "
-                             f"(default: on, in {runtime.compile_cache_dir()})")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=runtime.AUTO,
+        metavar="N",
+        help="threads of BLAS, OpenMP, PyTorch and XLA (default 0: half the "
+        "cores, at least 1; docs/performance.md)",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        dest="compile_cache",
+        action="store_false",
+        help=f"do not use JAX's persistent compilation cache "
+        f"(default: on, in {runtime.compile_cache_dir()})",
+    )
 
 
 MAX_SEEDS = 100_000  # members of one population: far beyond any machine's memory already
@@ -144,8 +153,11 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     book = f"the book's: {s.num_hiddens}" if s else "the section's"
     epochs = "500, --quick 10" if section else "10: a first comparison"
     parser.add_argument("--epochs", type=POSITIVE, help=f"epochs (default {epochs})")
-    parser.add_argument("--lr", type=_numbers, help="learning rate (default the book's); "
-                        "several (0.5,1,2) make a population")  # fmt: skip
+    parser.add_argument(
+        "--lr",
+        type=_numbers,
+        help="learning rate (default the book's); several (0.5,1,2) make a population",
+    )
     parser.add_argument("--hidden", type=POSITIVE, help=f"hidden units H (default {book})")
     parser.add_argument("--layers", type=POSITIVE, help="recurrent layers L")
     parser.add_argument(
@@ -153,12 +165,19 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
         type=NON_NEGATIVE,
         help="seed of the initial weights and of every minibatch (default 0)",
     )
-    parser.add_argument("--seeds", type=seeds or _seeds, metavar="0-4|0,3,7",
-                        help="a population: one run per seed (with every --lr and --theta); "
-                             "--impl jax trains them as one program")  # fmt: skip
-    parser.add_argument("--coordinator", metavar="HOST:PORT",
-                        help="--impl jax across processes: the coordinator's address (or "
-                             "$RNN_LM_COORDINATOR; 'auto' on SLURM), docs/scaling.md")  # fmt: skip
+    parser.add_argument(
+        "--seeds",
+        type=seeds or _seeds,
+        metavar="0-4|0,3,7",
+        help="a population: one run per seed (with every --lr and --theta); "
+        "--impl jax trains them as one program",
+    )
+    parser.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="--impl jax across processes: the coordinator's address (or "
+        "$RNN_LM_COORDINATOR; 'auto' on SLURM), docs/scaling.md",
+    )
     parser.add_argument("--num-processes", type=POSITIVE, help="with --coordinator")
     parser.add_argument("--process-id", type=NON_NEGATIVE, help="with --coordinator")
     parser.add_argument("--device", help="cpu, gpu, cuda or cuda:N (default: first GPU, else CPU)")
@@ -173,17 +192,29 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
         help="replace the run in an existing run directory (kept until the new run's first "
         "checkpoint)",
     )
-    parser.add_argument("--checkpoint-every", type=POSITIVE, metavar="N",
-                        help="epochs between checkpoints (default 10; also after epoch 1 and the "
-                             "last)")  # fmt: skip
-    parser.add_argument("--val-every", type=POSITIVE, metavar="N",
-                        help="epochs between two validations on the held-out text (default 10; "
-                             "also after the last)")  # fmt: skip
-    parser.add_argument("--max-perplexity", type=POSITIVE_NUMBER, metavar="P",
-                        help="stop as diverged when the training perplexity exceeds P (default "
-                             "4 x the vocabulary size)")  # fmt: skip
-    parser.add_argument("--theta", type=_numbers, help="gradient clipping (default 1); several "
-                        "make a population")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint-every",
+        type=POSITIVE,
+        metavar="N",
+        help="epochs between checkpoints (default 10; also after epoch 1 and the last)",
+    )
+    parser.add_argument(
+        "--val-every",
+        type=POSITIVE,
+        metavar="N",
+        help="epochs between two validations on the held-out text (default 10; "
+        "also after the last)",
+    )
+    parser.add_argument(
+        "--max-perplexity",
+        type=POSITIVE_NUMBER,
+        metavar="P",
+        help="stop as diverged when the training perplexity exceeds P (default "
+        "4 x the vocabulary size)",
+    )
+    parser.add_argument(
+        "--theta", type=_numbers, help="gradient clipping (default 1); several make a population"
+    )
     parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
     parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
     parser.add_argument(
@@ -207,9 +238,12 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
     )
     add_runtime_flags(parser)  # --threads, --no-compile-cache
     if section is None or SECTIONS[section].kind == "gru":
-        parser.add_argument("--gru-reset", choices=("before", "after"),
-                            help="GRU reset gate before (the book) or after (PyTorch) the "
-                                 "recurrent product (default before)")  # fmt: skip
+        parser.add_argument(
+            "--gru-reset",
+            choices=("before", "after"),
+            help="GRU reset gate before (the book) or after (PyTorch) the "
+            "recurrent product (default before)",
+        )
 
 
 def build_parser(section: str) -> argparse.ArgumentParser:
@@ -222,16 +256,23 @@ def build_parser(section: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--impl", choices=IMPLS, help="implementation (default numpy)")
     parser.add_argument(
-        "--iter", choices=(*ITERS, "both"),
+        "--iter",
+        choices=(*ITERS, "both"),
         help=f"seq: sequential, state carried; random: random sampling, state reset; book-random: "
         f"the book's 'random' run (sequential batches, state reset); both: seq then random "
         f"(default {iters})",
-    )  # fmt: skip
-    parser.add_argument("--out", help="run directory (default runs/<section>[-<iter>]-<impl>; "
-                        "with --iter both, DIR/seq and DIR/random)")  # fmt: skip
-    parser.add_argument("--resume", metavar="DIR",
-                        help="continue the run in DIR from its last checkpoint to --epochs in "
-                             "all (its other settings are kept)")  # fmt: skip
+    )
+    parser.add_argument(
+        "--out",
+        help="run directory (default runs/<section>[-<iter>]-<impl>; "
+        "with --iter both, DIR/seq and DIR/random)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint to --epochs in "
+        "all (its other settings are kept)",
+    )
     add_run_flags(parser, section)
     return parser
 

@@ -161,8 +161,9 @@ def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]
     """Per label: the median (line) and min-max band (fill) over runs, per epoch; train solid,
     validation dashed."""
     for i, (setting, runs) in enumerate(histories.items()):
-        label = (f"lr {setting[0]:g}, θ {setting[1]:g}" if isinstance(setting, tuple)
-                 else str(setting))  # fmt: skip
+        label = (
+            f"lr {setting[0]:g}, θ {setting[1]:g}" if isinstance(setting, tuple) else str(setting)
+        )
         colour = IMPL_COLOURS.get(label.split(" ")[0], f"C{i}")
         for key, style in (("train_perplexity", "-"), ("val_perplexity", "--")):
             epochs = min(len(r) for r in runs)
@@ -177,10 +178,15 @@ def _bands(ax: Any, histories: Mapping[Any, Sequence[Sequence[Mapping[str, Any]]
                 continue
             x, values = np.arange(1, epochs + 1)[measured], values[:, measured]
             name = f"{label} ({len(runs)} runs)" if key == "train_perplexity" else None
-            ax.plot(x, np.nanmedian(values, axis=0), style, color=colour, linewidth=1.2,
-                    label=name)  # fmt: skip
-            ax.fill_between(x, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
-                            color=colour, alpha=0.2, linewidth=0)  # fmt: skip
+            ax.plot(x, np.nanmedian(values, axis=0), style, color=colour, linewidth=1.2, label=name)
+            ax.fill_between(
+                x,
+                np.nanmin(values, axis=0),
+                np.nanmax(values, axis=0),
+                color=colour,
+                alpha=0.2,
+                linewidth=0,
+            )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))  # 2, 5, 20, 50: no crowding

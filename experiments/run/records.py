@@ -46,11 +46,16 @@ class EpochRecord:
         """The record of an epoch's ``EpochStats``."""
         norms = stats.grad_norms
         return cls(
-            epoch, stats.perplexity, val, stats.tokens_per_sec, stats.seconds, **extra,
+            epoch,
+            stats.perplexity,
+            val,
+            stats.tokens_per_sec,
+            stats.seconds,
+            **extra,
             grad_norm_median=float(np.median(norms)) if norms else None,
             grad_norm_max=float(max(norms)) if norms else None,
             clipped_fraction=stats.clipped_fraction(theta),
-        )  # fmt: skip
+        )
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -140,8 +145,11 @@ class RunResult:
 def _versions() -> dict[str, str]:
     import matplotlib
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "matplotlib": matplotlib.__version__}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
 
 
 def summarize(result: RunResult, described: dict[str, Any], seconds_total: float) -> dict[str, Any]:

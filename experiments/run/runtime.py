@@ -205,9 +205,11 @@ def _watch_compile_cache(folder: Path) -> None:
             shown(message, category, *args, **kwargs)
             return
         removed = len(remove_damaged_entries(folder))
-        print(f"compile cache: removed {removed} damaged entr{'y' if removed == 1 else 'ies'} "
-              f"in {folder} (cut short, e.g. by a full disk); compiling again, once",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"compile cache: removed {removed} damaged entr{'y' if removed == 1 else 'ies'} "
+            f"in {folder} (cut short, e.g. by a full disk); compiling again, once",
+            file=sys.stderr,
+        )
 
     showwarning.compile_cache = folder  # type: ignore[attr-defined]
     showwarning.__wrapped__ = shown  # type: ignore[attr-defined]

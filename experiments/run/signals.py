@@ -69,8 +69,12 @@ def catching(prog: str) -> Iterator[StopFlag]:
 
     def handle(signum: int, frame: object) -> None:
         if flag.signum is not None:
-            print(f"{prog}: {signal.Signals(signum).name} again: stopping now; the last "
-                  f"checkpoint on disk is kept", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{prog}: {signal.Signals(signum).name} again: stopping now; the last "
+                f"checkpoint on disk is kept",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(128 + signum)
         flag.signum = signum
 
@@ -115,8 +119,11 @@ def stopping(prog: str) -> Iterator[None]:
             except OSError:
                 pass
         sys.stdout.flush()
-        print(f"{prog}: {signal.Signals(signum).name}: stopped, nothing was written",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{prog}: {signal.Signals(signum).name}: stopped, nothing was written",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(128 + signum)
 
     if _EARLY.signum is not None:
