@@ -44,8 +44,9 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130
         except MemoryError:
-            return fail(prog, "out of memory: lower --hidden, --layers or --batch-size",
-                        EXIT_FAILED)  # fmt: skip
+            return fail(
+                prog, "out of memory: lower --hidden, --layers or --batch-size", EXIT_FAILED
+            )
 
 
 def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
@@ -147,14 +148,14 @@ def configs_from_args(
     for name in iters:
         out = args.out
         if out is None:  # name each run's iteration
-            out = default_run_dir(section, name, impl, named=len(iters) > 1,
-                                  population=population)  # fmt: skip
+            out = default_run_dir(section, name, impl, named=len(iters) > 1, population=population)
         elif len(iters) > 1:
             out = str(Path(out) / name)
         config = section_config(section, iter=name, out=out, **base)
         if population:
-            members = grid(args.seeds or [config.seed], args.lr or [config.lr],
-                           args.theta or [config.theta])  # fmt: skip
+            members = grid(
+                args.seeds or [config.seed], args.lr or [config.lr], args.theta or [config.theta]
+            )
             config = PopulationConfig(config, tuple(members))
         configs.append(config)
     return configs, False
