@@ -116,10 +116,15 @@ def run_check(
     modes = JAX_MODES if with_jax else {}
     references = {mode: jax_gradients(spec, params, X, Y, state, mode) for mode in modes}
     return [
-        Row(check, {mode: compare(check.name, ref[check.name], analytic[check.name])
-                    for mode, ref in references.items()})
+        Row(
+            check,
+            {
+                mode: compare(check.name, ref[check.name], analytic[check.name])
+                for mode, ref in references.items()
+            },
+        )
         for check in check_model(spec, params, X, Y, state, cell)
-    ]  # fmt: skip
+    ]
 
 
 def format_table(rows: Sequence[Row]) -> list[str]:
@@ -128,11 +133,16 @@ def format_table(rows: Sequence[Row]) -> list[str]:
     header = ["parameter", "shape", "max |analytic|", "vs finite diff"]
     header += [JAX_MODES[m] for m in modes] + ["verdict"]
     body = [
-        [row.check.name, str(row.check.shape), f"{row.check.max_abs:.2e}",
-         f"{row.check.max_error:.1e}", *(f"{row.vs_jax[m].max_error:.1e}" for m in modes),
-         "pass" if row.passed else "FAIL"]
+        [
+            row.check.name,
+            str(row.check.shape),
+            f"{row.check.max_abs:.2e}",
+            f"{row.check.max_error:.1e}",
+            *(f"{row.vs_jax[m].max_error:.1e}" for m in modes),
+            "pass" if row.passed else "FAIL",
+        ]
         for row in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -199,9 +209,15 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         cause = " ".join(f"{flag} {size}" for flag, size in zip(flags, sizes, strict=True))
         runtime.check_available(needed, cause)  # before problem() allocates
         spec, params, X, Y, state = problem(
-            args.kind, args.layers, args.gru_reset, args.vocab, args.hidden, args.batch_size,
-            args.steps, args.seed,
-        )  # fmt: skip
+            args.kind,
+            args.layers,
+            args.gru_reset,
+            args.vocab,
+            args.hidden,
+            args.batch_size,
+            args.steps,
+            args.seed,
+        )
         offered = plants(spec.cell)
         if args.plant is not None and args.plant not in offered:
             raise ConfigError(

@@ -98,8 +98,9 @@ def minibatch(
     batch_size: int, num_steps: int, seed: int, path: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, Vocab]:
     """The first minibatch of sequential partitioning over the whole text, and the vocabulary."""
-    loader, vocab = load_data_time_machine(batch_size, num_steps, max_tokens=-1, seed=seed,
-                                           path=path)  # fmt: skip
+    loader, vocab = load_data_time_machine(
+        batch_size, num_steps, max_tokens=-1, seed=seed, path=path
+    )
     X, Y = next(iter(loader))
     return X, Y, vocab
 
@@ -115,8 +116,9 @@ def flows_at_init(
     return flows
 
 
-def flows_of_runs(run_dirs: Sequence[str], num_steps: int, batch_size: int, seed: int,
-                  path: str | None = None) -> list[Flow]:  # fmt: skip
+def flows_of_runs(
+    run_dirs: Sequence[str], num_steps: int, batch_size: int, seed: int, path: str | None = None
+) -> list[Flow]:
     """One :class:`Flow` per run directory, from its checkpoint, on one minibatch of the text."""
     X, Y, vocab = minibatch(batch_size, num_steps, seed, path)
     flows = []
@@ -141,8 +143,11 @@ def table(title: str, flows: Sequence[Flow], every: int) -> list[str]:
     steps = sorted({*range(T, 0, -every), 1}, reverse=True)
     names = [f.label.split()[0] for f in flows]
     width = max(9, *(len(n) + 1 for n in names))
-    lines = [title, f"{'':>5}  {'‖∂L/∂H_t‖, L the mean loss':<{width * len(flows)}}  "
-                    f"‖∂ℓ_T/∂H_t‖, ℓ_T the last step's loss"]  # fmt: skip
+    lines = [
+        title,
+        f"{'':>5}  {'‖∂L/∂H_t‖, L the mean loss':<{width * len(flows)}}  "
+        f"‖∂ℓ_T/∂H_t‖, ℓ_T the last step's loss",
+    ]
     header = "".join(f"{n:>{width}}" for n in names)
     lines.append(f"{'t':>5}  {header}  {header}")
     for t in steps:
@@ -160,8 +165,10 @@ def plot(panels: Sequence[tuple[str, Sequence[Flow]]], path: str | Path) -> None
     fig = Figure(figsize=(4.2 * len(panels), 6.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, len(panels), sharex=True, squeeze=False)
-    rows = (("mean_loss", "‖∂L/∂H_t‖, L the mean loss"),
-            ("last_loss", "‖∂ℓ_T/∂H_t‖, ℓ_T the last step's"))  # fmt: skip
+    rows = (
+        ("mean_loss", "‖∂L/∂H_t‖, L the mean loss"),
+        ("last_loss", "‖∂ℓ_T/∂H_t‖, ℓ_T the last step's"),
+    )
     for column, (title, flows) in enumerate(panels):
         for row, (attr, what) in enumerate(rows):
             ax = axes[row][column]
@@ -226,22 +233,28 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         args = build_parser().parse_args(argv)
         check_out(args.out)
         sizes = f"--hidden {args.hidden} --batch-size {args.batch_size} --steps {args.steps}"
-        needed = max(runtime.model_memory(kind, VOCAB_AT_MOST, args.hidden, 1, args.batch_size,
-                                          args.steps) for kind in KINDS)  # fmt: skip
+        needed = max(
+            runtime.model_memory(kind, VOCAB_AT_MOST, args.hidden, 1, args.batch_size, args.steps)
+            for kind in KINDS
+        )
         runtime.check_available(needed, sizes)  # before any model is built
         if args.runs and args.scales:
-            raise ConfigError("--scales sets the weights of new models, --from reads trained "
-                              "ones: give one or the other")  # fmt: skip
+            raise ConfigError(
+                "--scales sets the weights of new models, --from reads trained "
+                "ones: give one or the other"
+            )
         if args.runs:
             flows = flows_of_runs(args.runs, args.steps, args.batch_size, args.seed, args.data)
             panels = [("trained (--from)", flows)]
         else:
             X, Y, vocab = minibatch(args.batch_size, args.steps, args.seed, args.data)
             panels = [
-                (f"init σ = {sigma:g}, H = {args.hidden}",
-                 flows_at_init(X, Y, len(vocab), args.hidden, sigma, args.seed))
+                (
+                    f"init σ = {sigma:g}, H = {args.hidden}",
+                    flows_at_init(X, Y, len(vocab), args.hidden, sigma, args.seed),
+                )
                 for sigma in args.scales or (BOOK_SIGMA, 0.1)
-            ]  # fmt: skip
+            ]
     except (ConfigError, OSError, RuntimeError, ValueError) as err:
         return fail(prog, str(err))
     every = args.every or max(1, args.steps // 10)
