@@ -48,8 +48,9 @@ def resolve_device(device: str | None = None) -> torch.device:
     elif resolved.type != "cpu":
         raise ValueError(f"--device {device} is not supported: use cpu, cuda or cuda:N")
     elif resolved.index not in (None, 0):
-        raise ValueError(f"--device {device}: PyTorch has one CPU device, only cpu:0 exists: "
-                         f"use --device cpu")  # fmt: skip
+        raise ValueError(
+            f"--device {device}: PyTorch has one CPU device, only cpu:0 exists: use --device cpu"
+        )
     return resolved
 
 
