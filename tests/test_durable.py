@@ -30,8 +30,7 @@ from numpy_ref.checkpoint import load_checkpoint
 from numpy_ref.spec import flatten_params
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ["--epochs", "20", "--hidden", "16", "--max-tokens", "3000", "--val-fraction", "0.03",
-       "--checkpoint-every", "3"]  # fmt: skip
+RUN = "--epochs 20 --hidden 16 --max-tokens 3000 --val-fraction 0.03 --checkpoint-every 3".split()
 TINY = ["--epochs", "2", "--hidden", "8", "--max-tokens", "2000"]
 
 pytestmark = pytest.mark.usefixtures("corpus_env")
@@ -63,8 +62,9 @@ def reference(tmp_path_factory, corpus_file) -> dict[str, Path]:
 
 def spawn(impl: str, out: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "experiments.gru", *RUN, "--impl", impl, "--out", str(out)]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, out: Path) -> None:
@@ -134,10 +134,11 @@ def test_a_signal_saves_the_last_epoch_says_how_to_resume_and_the_resume_is_exac
 
 def test_an_interrupt_during_start_up_is_one_line_and_exit_130(tmp_path) -> None:
     """SIGINT while JAX is being imported or compiled: no traceback, no abort, nothing written."""
-    command = [sys.executable, "-m", "experiments.gru", *TINY, "--impl", "jax", "--out",
-               str(tmp_path / "run")]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    out = str(tmp_path / "run")
+    command = [sys.executable, "-m", "experiments.gru", *TINY, "--impl", "jax", "--out", out]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
@@ -149,8 +150,10 @@ def test_an_interrupt_during_start_up_is_one_line_and_exit_130(tmp_path) -> None
 def test_a_write_error_is_one_line_exit_1_and_the_checkpoint_survives(tmp_path) -> None:
     """``ulimit -f 20``: files over 20 KiB cannot be written (a checkpoint or a plot, later)."""
     out = tmp_path / "run"
-    command = (f"ulimit -f 20; exec {sys.executable} -m experiments.gru --epochs 12 --hidden 8 "
-               f"--max-tokens 2000 --out {out}")  # fmt: skip
+    command = (
+        f"ulimit -f 20; exec {sys.executable} -m experiments.gru --epochs 12 --hidden 8 "
+        f"--max-tokens 2000 --out {out}"
+    )
     done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.splitlines()
@@ -171,8 +174,9 @@ def test_overwrite_keeps_the_previous_result_until_the_new_run_has_a_checkpoint(
     assert run_main(capsys, *TINY, "--out", str(out))[0] == 0
     before = {name: (out / name).read_bytes() for name in (CONFIG, METRICS, CHECKPOINT, SUMMARY)}
 
-    config = section_config("gru", num_epochs=2, num_hiddens=8, max_tokens=2000, out=str(out),
-                             overwrite=True, seed=1)  # fmt: skip
+    config = section_config(
+        "gru", num_epochs=2, num_hiddens=8, max_tokens=2000, out=str(out), overwrite=True, seed=1
+    )
     with pytest.raises(loop.RunInterrupted, match="the earlier result there is kept"):
         runner.run_experiment(config, stop=lambda: True)  # stopped in its first minibatch
     code, err = run_main(capsys, *TINY, "--out", str(out), "--overwrite", "--max-perplexity", "1")
@@ -249,37 +253,65 @@ def _random_checkpoint(tmp_path: Path) -> str:
 BAD_INPUT = {  # name: (command, argv builder, words the line must hold)
     "empty file": ("gru", lambda t, m: ["--data", _file(t, "e.txt", b"")], ["e.txt"]),
     "NUL bytes": ("gru", lambda t, m: ["--data", _file(t, "n.txt", b"\0" * 5000)], ["n.txt"]),
-    "executable": ("gru", lambda t, m: ["--data", _file(t, "ls", Path("/bin/ls").read_bytes())],
-                   ["ls"]),
-    "not UTF-8": ("gru", lambda t, m: ["--data", _file(t, "l.txt", "café\n".encode("latin-1")
-                                                        * 500)], ["l.txt", "UTF-8"]),
+    "executable": (
+        "gru",
+        lambda t, m: ["--data", _file(t, "ls", Path("/bin/ls").read_bytes())],
+        ["ls"],
+    ),
+    "not UTF-8": (
+        "gru",
+        lambda t, m: ["--data", _file(t, "l.txt", "café\n".encode("latin-1") * 500)],
+        ["l.txt", "UTF-8"],
+    ),
     "a folder": ("gru", lambda t, m: ["--data", str(t)], ["directory"]),
     "missing file": ("gru", lambda t, m: ["--data", str(t / "nope.txt")], ["nope.txt"]),
-    "too short": ("gru", lambda t, m: ["--data", _file(t, "s.txt", b"hello world\n" * 40)],
-                  ["s.txt", "tokens"]),
+    "too short": (
+        "gru",
+        lambda t, m: ["--data", _file(t, "s.txt", b"hello world\n" * 40)],
+        ["s.txt", "tokens"],
+    ),
     "offline": ("gru", lambda t, m: _offline(t, m) or [], ["--data"]),
-    "data dir without the file": ("gru", lambda t, m: m.setenv("RNN_LM_DATA_DIR", str(t)) or [],
-                                  ["RNN_LM_DATA_DIR"]),
+    "data dir without the file": (
+        "gru",
+        lambda t, m: m.setenv("RNN_LM_DATA_DIR", str(t)) or [],
+        ["RNN_LM_DATA_DIR"],
+    ),
     "hidden 100000000": ("gru", lambda t, m: ["--hidden", "100000000"], ["GiB", "--hidden"]),
     "resume nothing": ("gru", lambda t, m: ["--resume", str(t / "none")], ["nothing to resume"]),
-    "resume random bytes": ("gru", lambda t, m: ["--resume", _random_checkpoint(t)],
-                            ["not a readable checkpoint"]),
-    "compare empty file": ("compare", lambda t, m: ["--impls", "numpy", "--data",
-                                                   _file(t, "e.txt", b"")], ["e.txt"]),
-    "compare not UTF-8": ("compare", lambda t, m: ["--impls", "numpy", "--data", _file(
-        t, "l.txt", b"\xff\xfe" * 900)], ["UTF-8"]),
+    "resume random bytes": (
+        "gru",
+        lambda t, m: ["--resume", _random_checkpoint(t)],
+        ["not a readable checkpoint"],
+    ),
+    "compare empty file": (
+        "compare",
+        lambda t, m: ["--impls", "numpy", "--data", _file(t, "e.txt", b"")],
+        ["e.txt"],
+    ),
+    "compare not UTF-8": (
+        "compare",
+        lambda t, m: ["--impls", "numpy", "--data", _file(t, "l.txt", b"\xff\xfe" * 900)],
+        ["UTF-8"],
+    ),
     "corpus_stats offline": ("corpus_stats", lambda t, m: _offline(t, m) or [], ["--data"]),
-    "corpus_stats missing": ("corpus_stats", lambda t, m: ["--data", str(t / "x.txt")],
-                             ["x.txt"]),
-    "corpus_stats empty": ("corpus_stats", lambda t, m: ["--data", _file(t, "e.txt", b"")],
-                           ["e.txt"]),
-    "corpus_stats batch 0": ("corpus_stats", lambda t, m: ["--batch-size", "0"],
-                             ["--batch-size"]),
-    "bench json": ("bench", lambda t, m: ["--configs", "rnn", "--json", str(t / "no/b.json")],
-                   ["--json"]),
-    "bench offline": ("bench", lambda t, m: _offline(t, m) or ["--configs", "rnn"],
-                      ["--corpus-mb 0"]),
-}  # fmt: skip
+    "corpus_stats missing": ("corpus_stats", lambda t, m: ["--data", str(t / "x.txt")], ["x.txt"]),
+    "corpus_stats empty": (
+        "corpus_stats",
+        lambda t, m: ["--data", _file(t, "e.txt", b"")],
+        ["e.txt"],
+    ),
+    "corpus_stats batch 0": ("corpus_stats", lambda t, m: ["--batch-size", "0"], ["--batch-size"]),
+    "bench json": (
+        "bench",
+        lambda t, m: ["--configs", "rnn", "--json", str(t / "no/b.json")],
+        ["--json"],
+    ),
+    "bench offline": (
+        "bench",
+        lambda t, m: _offline(t, m) or ["--configs", "rnn"],
+        ["--corpus-mb 0"],
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
@@ -328,9 +360,8 @@ def test_any_unicode_text_trains_or_fails_with_one_line(tmp_path_factory, capsys
         folder = tmp_path_factory.mktemp("text")
         data = folder / "text.txt"
         data.write_text(text, encoding="utf-8", newline="")
-        argv = ["--data", str(data), "--epochs", "1", "--hidden", "4", "--batch-size", "2",
-                "--num-steps", "3", "--val-fraction", "0", "--out",
-                str(folder / "run")]  # fmt: skip
+        tiny = "--epochs 1 --hidden 4 --batch-size 2 --num-steps 3 --val-fraction 0".split()
+        argv = ["--data", str(data), *tiny, "--out", str(folder / "run")]
         code = command.main("gru", argv)
         captured = capsys.readouterr()
         assert code in (0, 2), captured.err

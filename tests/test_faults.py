@@ -43,9 +43,13 @@ def limited(memory_gib: float = 6, file_mb: float | None = None):
 def command(module: str, *argv: str, timeout: float = 60, **limits) -> tuple[int, str]:
     """Run ``python -m experiments.<module> argv``; its exit code and stderr."""
     done = subprocess.run(
-        [sys.executable, "-m", f"experiments.{module}", *argv], cwd=ROOT, capture_output=True,
-        text=True, timeout=timeout, preexec_fn=limited(**limits),
-    )  # fmt: skip
+        [sys.executable, "-m", f"experiments.{module}", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limited(**limits),
+    )
     return done.returncode, done.stderr
 
 
@@ -101,10 +105,15 @@ def test_threads_beyond_a_bound_are_refused_naming_the_flag() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["--hidden", "1000000000000"], ["--vocab", "1000000000000"],
-             ["--steps", "1000000000000"], ["--hidden", "1" + "0" * 400]],
+    "argv",
+    [
+        ["--hidden", "1000000000000"],
+        ["--vocab", "1000000000000"],
+        ["--steps", "1000000000000"],
+        ["--hidden", "1" + "0" * 400],
+    ],
     ids=["hidden", "vocab", "steps", "hidden-400-digits"],
-)  # fmt: skip
+)
 def test_gradcheck_refuses_sizes_beyond_memory(argv: list[str]) -> None:
     code, err = command("gradcheck", *argv, "--no-jax")
     assert code == 2
@@ -119,23 +128,30 @@ def test_gradient_flow_refuses_sizes_beyond_memory(tmp_path: Path) -> None:
 
 def test_bench_refuses_a_corpus_beyond_disk_or_memory_before_writing_it(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
+    argv = "--quick --corpus-mb 100000000 --configs rnn --impls numpy --no-compile-cache".split()
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--quick", "--corpus-mb", "100000000",
-         "--configs", "rnn", "--impls", "numpy", "--no-compile-cache"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+        [sys.executable, "-m", "experiments.bench", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
         preexec_fn=limited(file_mb=64),
-    )  # fmt: skip
+    )
     assert done.returncode == 2
     one_line(done.stderr, "--corpus-mb 100000000")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_interrupted_corpus_benchmark_removes_its_text(tmp_path: Path, corpus_env: Path) -> None:
+    argv = ["--mb", "400", "--tokens", "char"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.bench_corpus", "--mb", "400", "--tokens", "char",
-         "--folder", str(tmp_path)],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=limited(file_mb=500),
-    )  # fmt: skip
+        [sys.executable, "-m", "experiments.bench_corpus", *argv, "--folder", str(tmp_path)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limited(file_mb=500),
+    )
     deadline = time.monotonic() + 30
     while not any(tmp_path.rglob("*.txt")) and time.monotonic() < deadline:
         time.sleep(0.02)  # until the text is being written
@@ -269,8 +285,13 @@ def test_a_cache_entry_cut_short_is_replaced_once(tmp_path: Path) -> None:
     pytest.importorskip("jax")
 
     def compile_once() -> str:
-        done = subprocess.run([sys.executable, "-c", _COMPILE, str(tmp_path)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _COMPILE, str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stderr
 
@@ -288,8 +309,14 @@ def test_a_cache_entry_cut_short_is_replaced_once(tmp_path: Path) -> None:
 
 def interrupt(argv: list[str], signum: int, after: float, **kwargs) -> tuple[int, str]:
     """Start ``python -m experiments.<argv>``, send ``signum`` after ``after`` seconds."""
-    process = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
     time.sleep(after)
     assert process.poll() is None, "the command ended before the signal: give it more work"
     process.send_signal(signum)
@@ -298,6 +325,7 @@ def interrupt(argv: list[str], signum: int, after: float, **kwargs) -> tuple[int
 
 
 GRADCHECK = ["experiments.gradcheck", "--hidden", "40", "--steps", "30"]  # ~30 s of work
+LONG_BENCH = "experiments.bench --quick --configs lstm --repeats 1000 --no-compile-cache"
 
 
 @pytest.mark.parametrize("after", [0.3, 1.0, 3.5], ids=["imports", "start", "jax"])
@@ -309,13 +337,13 @@ def test_gradcheck_stops_on_sigint_with_one_line(after: float) -> None:
 
 @pytest.mark.parametrize(
     ("argv", "signum", "code"),
-    [(["experiments.gradient_flow", "--steps", "400", "--hidden", "512"], signal.SIGINT, 130),
-     (["experiments.bench", "--quick", "--configs", "lstm", "--repeats", "1000",
-       "--no-compile-cache"], signal.SIGTERM, 143),
-     (["experiments.bench", "--quick", "--configs", "lstm", "--repeats", "1000",
-       "--no-compile-cache"], signal.SIGINT, 130)],
+    [
+        ("experiments.gradient_flow --steps 400 --hidden 512".split(), signal.SIGINT, 130),
+        (LONG_BENCH.split(), signal.SIGTERM, 143),
+        (LONG_BENCH.split(), signal.SIGINT, 130),
+    ],
     ids=["gradient_flow", "bench-sigterm", "bench-sigint"],
-)  # fmt: skip
+)
 def test_study_and_bench_commands_stop_on_a_signal_with_one_line(
     argv: list[str], signum: int, code: int, tmp_path: Path, corpus_env: Path
 ) -> None:
