@@ -168,7 +168,8 @@ def _aggregate(pc: PopulationConfig, members: list[loop.Member]) -> PopulationRe
     if diverged:
         raise RunDiverged(
             f"{len(diverged)} of {len(pc.members)} members diverged ({', '.join(diverged)}): "
-            f"their last good checkpoints are kept; the others finished and "
+            f"their records are kept and the population checkpoint holds their last good "
+            f"parameters; the others finished and "
             f"{folder / rundir.SUMMARY} sums them up"
         )
     return result

@@ -111,13 +111,20 @@ def start_files(loop: Loop, members: Sequence[Member]) -> None:
 
 
 def save(
-    loop: Loop, epoch: int, params: list[Any], members: Sequence[Member], rng_states: list[Any]
+    loop: Loop,
+    epoch: int,
+    params: list[Any],
+    members: Sequence[Member],
+    rng_states: list[Any],
+    last: bool = False,
 ) -> None:
-    """The checkpoints of ``epoch``: the group's (a population's), then each training member's."""
+    """The checkpoints of ``epoch``: the group's (a population's, what its resume reads), then
+    each training member's: a single run's every time, a population's members' after the last
+    epoch only (64 members' files at every checkpoint would cost more than their steps)."""
     if loop.save_group is not None:
         loop.save_group(epoch, params, list(members))
     for m, p, rng in zip(members, params, rng_states, strict=True):
-        if m.alive:
+        if m.alive and (loop.save_group is None or last):
             save_checkpoint(
                 m.path(loop.run, rundir.CHECKPOINT),
                 loop.spec,
@@ -192,7 +199,7 @@ def train(
             raise _diverged(loop, base, saved, epoch, stats[0].perplexity, limit)
         done, rngs = epoch, _rng_states(members)
         if epoch == 1 or epoch % base.checkpoint_every == 0 or last:
-            save(loop, epoch, group.to_numpy(group.snapshot()), members, rngs)
+            save(loop, epoch, group.to_numpy(group.snapshot()), members, rngs, last)
             saved = epoch
             if loop.single:
                 plot(loop, members[0])
