@@ -290,7 +290,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
             raise ConfigError(f"--device {args.device}: {getattr(err, 'reason', err)}") from None
         if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
             raise ConfigError("--impls torch / torch-scratch need PyTorch: "
-                              "pip install -e '.[dev,torch]'")  # fmt: skip
+                              ".venv/bin/pip install -e '.[torch]'")  # fmt: skip
         if args.device == "gpu" and "numpy" in (args.impls or ()):
             raise ConfigError("--device gpu: numpy runs on the CPU only; leave it out of --impls")
         if args.corpus_mb and not args.population:  # its text is the book's: found before timing
