@@ -74,7 +74,7 @@ def get_device(device: str | None = "auto") -> Any:
             device,
             f"JAX sees {len(gpus)} GPU(s) here ({found}; backend "
             f"{jax.default_backend()}): use cpu, or on a GPU machine a jaxlib with GPU support "
-            f"(pip install 'jax[cuda12]')",
+            f"(.venv/bin/pip install 'jax[cuda12]')",
         )
     return gpus[index]
 

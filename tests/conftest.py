@@ -94,6 +94,9 @@ def x64():
         yield jax
 
 
+CORPUS_MISSING = f"the corpus {FILE_NAME} is not available"
+
+
 def _corpus_dir() -> Path | None:
     for candidate in (os.environ.get(DATA_DIR_ENV), _SHARED):
         if candidate and (Path(candidate) / FILE_NAME).is_file():
@@ -107,8 +110,8 @@ def corpus_file() -> Path:
     found = _corpus_dir()
     if found is None:
         message = (
-            f"the corpus {FILE_NAME} is not available: set ${DATA_DIR_ENV} to the folder "
-            f"holding it (CI points it at ../shared/data)"
+            f"{CORPUS_MISSING}: set ${DATA_DIR_ENV} to the folder holding it (CI points it "
+            f"at ../shared/data)"
         )
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -123,10 +126,10 @@ def corpus_env(corpus_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return corpus_file
 
 
-# --- the last line of `make test`: did the PyTorch parity tests run? -----------------------------
+# --- the last lines of `make test`: did the PyTorch parity tests run? Was the corpus there? -----
 
 PARITY_FILE = "test_torch_parity.py"
-_PARITY = pytest.StashKey[str | None]()
+_LAST_LINES = pytest.StashKey[list[str]]()
 
 
 def parity_line(stats: dict) -> str | None:
@@ -145,18 +148,36 @@ def parity_line(stats: dict) -> str | None:
     if counts["skipped"]:
         return (
             "PyTorch parity: skipped (PyTorch is not installed); enable it with "
-            "`.venv/bin/pip install -e '.[dev,torch]'` (the pinned CPU build), then `make test`."
+            "`.venv/bin/pip install -e '.[torch]'` (the pinned CPU build), then `make test`."
         )
     return None
 
 
+def _skip_reason(report) -> str:
+    """A skipped report's reason: pytest keeps it as (path, line, reason) in ``longrepr``."""
+    longrepr = getattr(report, "longrepr", None)
+    return str(longrepr[2]) if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3 else ""
+
+
+def corpus_line(stats: dict) -> str | None:
+    """How many tests were skipped for want of the corpus, and how to run them; None if none."""
+    skipped = sum(1 for r in stats.get("skipped", []) if CORPUS_MISSING in _skip_reason(r))
+    if not skipped:
+        return None
+    return (
+        f"Corpus: {skipped} tests skipped ({FILE_NAME} not found); run them with "
+        f"`export {DATA_DIR_ENV}=/path/to/folder/with/{FILE_NAME}`, then `make test`."
+    )
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    config.stash[_PARITY] = parity_line(terminalreporter.stats)
+    stats = terminalreporter.stats
+    config.stash[_LAST_LINES] = [line for line in (parity_line(stats), corpus_line(stats)) if line]
 
 
 def pytest_unconfigure(config) -> None:
-    """The very last line of the run (after pytest's own summary)."""
-    line = config.stash.get(_PARITY, None)
+    """The very last lines of the run (after pytest's own summary)."""
+    lines = config.stash.get(_LAST_LINES, [])
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if line and reporter is not None:
+    for line in lines if reporter is not None else []:
         reporter.write_line(line)

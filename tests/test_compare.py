@@ -70,6 +70,8 @@ def test_compare_over_seeds_reports_distributions_and_a_verdict(tmp_path, capsys
     again = tmp_path / "again"
     pops = [str(tmp_path / "numpy"), str(tmp_path / "jax")]
     assert compare.main(["--populations", *pops, "--out", str(again)]) == 0
+    # it trains nothing, so a second call rewrites its files without --overwrite
+    assert compare.main(["--populations", *pops, "--out", str(again)]) == 0
     assert json.loads((again / "compare.json").read_text()) == {
         **data,
         "implementations": {

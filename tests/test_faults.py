@@ -307,8 +307,18 @@ def test_a_cache_entry_cut_short_is_replaced_once(tmp_path: Path) -> None:
 # --- signals (item 13) -------------------------------------------------------------------------
 
 
+def interpreter_start() -> float:
+    """Seconds for this Python to start and end (``python -c pass``) on the machine's load now: a
+    signal before it lands in the interpreter's own start-up, which no command can answer."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - start
+
+
 def interrupt(argv: list[str], signum: int, after: float, **kwargs) -> tuple[int, str]:
-    """Start ``python -m experiments.<argv>``, send ``signum`` after ``after`` seconds."""
+    """Start ``python -m experiments.<argv>``, send ``signum`` ``after`` seconds after the
+    interpreter's own start-up."""
+    started = interpreter_start()
     process = subprocess.Popen(
         [sys.executable, "-m", *argv],
         cwd=ROOT,
@@ -317,7 +327,7 @@ def interrupt(argv: list[str], signum: int, after: float, **kwargs) -> tuple[int
         text=True,
         **kwargs,
     )
-    time.sleep(after)
+    time.sleep(started + after)
     assert process.poll() is None, "the command ended before the signal: give it more work"
     process.send_signal(signum)
     _, err = process.communicate(timeout=30)

@@ -84,3 +84,30 @@ def test_a_training_step_on_the_device_matches_the_cpu(x64, kind, reset, layers)
     assert abs(loss_dev - loss_cpu) <= RTOL * abs(loss_cpu)
     assert abs(norm_dev - norm_cpu) <= RTOL * norm_cpu
     assert rel_diff(new_cpu, new_dev) <= RTOL
+
+
+@pytest.mark.parametrize(("kind", "reset", "layers"), CASES, ids=CASE_IDS)
+def test_the_epoch_program_on_the_device_matches_the_per_step_loop_on_the_cpu(
+    x64, kind, reset, layers
+) -> None:
+    """rnn_jax.epoch on the device (2 epochs, 2 members, several chunks) against the per-step
+    loop on the CPU; 2 epochs of ~10 steps: the same per-operation bound, 1e-10."""
+    from numpy_ref.data import SeqDataLoader
+    from numpy_ref.population import max_batches
+    from rnn_jax import epoch
+
+    spec, _, _, _ = _problem(kind, reset, layers)
+    corpus = np.random.default_rng(1).integers(0, 7, 400)
+    starts = [rnn_jax.init_params(spec, seed, np.float64, sigma=0.5) for seed in (0, 1)]
+    place = epoch.Placement(None, 2, range(2), rnn_jax.get_device(DEVICE))
+    members = epoch.Members.create(spec, starts, [(1.0, 1.0), (0.5, 0.3)], place)
+    loaders = [SeqDataLoader(corpus, 3, 4, False, seed) for seed in (0, 1)]
+    steps = max_batches(len(corpus), 3, 4, False)
+    for _ in range(2):
+        stats = epoch.train_epoch(members, loaders, False, (3, 4), steps, chunk=7)
+    for k, (lr, theta) in enumerate([(1.0, 1.0), (0.5, 0.3)]):
+        params, loader = rnn_jax.to_jax(starts[k], "cpu"), SeqDataLoader(corpus, 3, 4, False, k)
+        for _ in range(2):
+            params, single = rnn_jax.train_epoch(spec, params, loader, lr, theta, False)
+        assert abs(stats[k].perplexity - single.perplexity) <= RTOL * single.perplexity
+        assert rel_diff(jax.device_get(params), members.to_numpy()[k]) <= RTOL

@@ -71,6 +71,15 @@ def test_the_command_prints_the_table_and_writes_the_figure(tmp_path: Path, caps
     assert any(line.startswith("init σ = 0.1,") for line in lines)
 
 
+def test_the_figure_goes_under_runs_by_default(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert gradient_flow.main(TINY) == 0
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [
+        Path("runs"),
+        Path("runs/gradient_flow.png"),
+    ]
+
+
 def test_from_a_run_directory_reads_its_checkpoint(tmp_path: Path, capsys) -> None:
     _, _, vocab = gradient_flow.minibatch(B, T, seed=0)
     spec = ModelSpec("gru", len(vocab), H, num_layers=2)

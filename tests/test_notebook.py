@@ -1,6 +1,6 @@
 """docs/bptt.ipynb: committed without outputs, and it runs from top to bottom.
 
-Running it needs the optional extra ``pip install -e '.[notebook]'`` (nbclient, nbformat,
+Running it needs the optional extra ``.venv/bin/pip install -e '.[notebook]'`` (nbclient, nbformat,
 ipykernel); without it that test is skipped and says so. The notebook's own sizes keep the run
 to seconds (a 3-unit LSTM step, a V=5 gradient check, 50 steps of gradient flow at H = 128,
 8 epochs of a 64-unit RNN on 10,000 characters).
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "bptt.ipynb"
-EXTRA = "the notebook extra is not installed: pip install -e '.[notebook]'"
+EXTRA = "the notebook extra is not installed: .venv/bin/pip install -e '.[notebook]'"
 
 
 def test_the_committed_notebook_has_no_outputs() -> None:

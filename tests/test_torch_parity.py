@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="PyTorch is an optional extra (pip install -e '.[torch]'); parity tests need it"
+    "torch",
+    reason="PyTorch is an optional extra (.venv/bin/pip install -e '.[torch]'): parity needs it",
 )
 
 from conftest import VARIANT_IDS, VARIANTS  # noqa: E402

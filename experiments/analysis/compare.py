@@ -13,6 +13,8 @@ writes its own run directory ``DIR/<impl>``; the comparison adds ``compare.md`` 
 ``compare.json`` and ``compare.png`` (train solid, validation dashed) to ``DIR``, by default
 ``runs/compare-<section>-<iter>``. With ``--seeds`` every implementation trains a population over
 the same seeds and the table compares distributions (:mod:`experiments.analysis.compare_seeds`).
+``--populations`` trains nothing: it rewrites its comparison's three files without ``--overwrite``
+(into ``runs/compare-<section>-<iter>-populations`` unless ``--out`` says otherwise).
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = compare_seeds.load_populations(args.populations)
                 base = next(iter(results.values())).config.base
                 out = Path(args.out or f"runs/compare-{base.section}-{base.iter}-populations")
-                refuse_existing(out, args.overwrite)
+                # no --overwrite needed: it trains nothing, its files follow from the populations
                 comparison = compare_seeds.write(compare_seeds.SeedComparison(out, results))
             else:
                 out, configs, seeds = configs_from_args(argv)

@@ -1,7 +1,7 @@
 """Collect the ``summary.json`` of run directories into one Markdown table, for the README.
 
     python -m experiments.table runs/*
-    python -m experiments.table runs/* --plot spread.png   # and the populations' bands
+    python -m experiments.table runs/* --plot runs/spread.png   # and the populations' bands
 
 Each argument is a run directory, a population's directory, or a folder whose sub-folders are
 (``--iter both`` writes ``DIR/seq`` and ``DIR/random``; ``compare`` writes ``DIR/<impl>``). Rows

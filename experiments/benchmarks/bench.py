@@ -329,7 +329,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
             raise ConfigError(f"--device {args.device}: {getattr(err, 'reason', err)}") from None
         if env["torch"] is None and any(i.startswith("torch") for i in args.impls or ()):
             raise ConfigError(
-                "--impls torch / torch-scratch need PyTorch: pip install -e '.[dev,torch]'"
+                "--impls torch / torch-scratch need PyTorch: .venv/bin/pip install -e '.[torch]'"
             )
         if args.device == "gpu" and "numpy" in (args.impls or ()):
             raise ConfigError("--device gpu: numpy runs on the CPU only; leave it out of --impls")

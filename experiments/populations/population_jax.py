@@ -6,8 +6,9 @@ summary; its plot at the end). The population's checkpoint is one file per proce
 (``population.<process>.npz``, written atomically after epoch 1, every ``checkpoint_every``
 epochs and after the last): the parameters of the process's members, each member's history and
 loader state, and which members still train, so that ``--resume`` restarts every member from the
-same epoch; the members' own ``checkpoint.npz`` follow it. A member whose training perplexity
-stops being finite or exceeds the limit is frozen (it diverged) while the others go on.
+same epoch; the members' own ``checkpoint.npz`` are written after the last. A member whose
+training perplexity stops being finite or exceeds the limit is frozen (it diverged) while the
+others go on.
 
 Across processes (``jax.distributed``), each process loads and writes its own members; all share
 the run directory (a shared file system), and the first process writes the aggregate once every
@@ -168,7 +169,8 @@ def _aggregate(pc: PopulationConfig, members: list[loop.Member]) -> PopulationRe
     if diverged:
         raise RunDiverged(
             f"{len(diverged)} of {len(pc.members)} members diverged ({', '.join(diverged)}): "
-            f"their last good checkpoints are kept; the others finished and "
+            f"their records are kept and the population checkpoint holds their last good "
+            f"parameters; the others finished and "
             f"{folder / rundir.SUMMARY} sums them up"
         )
     return result

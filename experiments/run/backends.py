@@ -125,7 +125,7 @@ class JaxBackend(Backend):
         except ImportError as err:
             raise ImplUnavailableError(
                 f"--impl jax needs JAX, which cannot be imported here ({err}); "
-                f"pip install -e . installs it"
+                f"`make venv` installs it into .venv"
             ) from err
         self._jax, self._rnn_jax = jax, rnn_jax
         try:

@@ -12,7 +12,8 @@ a group and keeps every member's files; it does on the host only what the user n
         records                                 one line appended to each metrics.jsonl
         checkpoint                              after epoch 1, every --checkpoint-every epochs
                                                 and after the last: the parameters copied to
-                                                the host only here; a single run's plot
+                                                the host only here; a single run's plot, at
+                                                most every 30 s (PLOT_INTERVAL)
     at the end: the book's continuations (every prefix, every member: one call), plots,
     summaries.
 
@@ -41,6 +42,8 @@ from experiments.run.plots import PerplexityPlot
 from experiments.run.records import PREFIXES, EpochRecord, RunResult, summarize
 from numpy_ref.checkpoint import save_checkpoint
 from numpy_ref.spec import ModelSpec
+
+PLOT_INTERVAL = 30.0  # seconds of training at least between two plots of a run's checkpoints
 
 
 class RunStopped(Exception):
@@ -111,13 +114,20 @@ def start_files(loop: Loop, members: Sequence[Member]) -> None:
 
 
 def save(
-    loop: Loop, epoch: int, params: list[Any], members: Sequence[Member], rng_states: list[Any]
+    loop: Loop,
+    epoch: int,
+    params: list[Any],
+    members: Sequence[Member],
+    rng_states: list[Any],
+    last: bool = False,
 ) -> None:
-    """The checkpoints of ``epoch``: the group's (a population's), then each training member's."""
+    """The checkpoints of ``epoch``: the group's (a population's, what its resume reads), then
+    each training member's: a single run's every time, a population's members' after the last
+    epoch only (64 members' files at every checkpoint would cost more than their steps)."""
     if loop.save_group is not None:
         loop.save_group(epoch, params, list(members))
     for m, p, rng in zip(members, params, rng_states, strict=True):
-        if m.alive:
+        if m.alive and (loop.save_group is None or last):
             save_checkpoint(
                 m.path(loop.run, rundir.CHECKPOINT),
                 loop.spec,
@@ -160,7 +170,7 @@ def train(
     limit = base.divergence_limit(loop.spec.vocab_size)
     saved = first - 1 if first > 1 else -1  # the epoch on disk; -1: nothing yet
     done, rngs = first - 1, _rng_states(members)
-    started = time.perf_counter()
+    started = plotted = time.perf_counter()
     for epoch in range(first, base.num_epochs + 1):
         loaders = [m.loader if m.alive else None for m in members]
         try:
@@ -192,10 +202,11 @@ def train(
             raise _diverged(loop, base, saved, epoch, stats[0].perplexity, limit)
         done, rngs = epoch, _rng_states(members)
         if epoch == 1 or epoch % base.checkpoint_every == 0 or last:
-            save(loop, epoch, group.to_numpy(group.snapshot()), members, rngs)
+            save(loop, epoch, group.to_numpy(group.snapshot()), members, rngs, last)
             saved = epoch
-            if loop.single:
+            if loop.single and time.perf_counter() - plotted >= PLOT_INTERVAL:
                 plot(loop, members[0])
+                plotted = time.perf_counter()
         if on_epoch is not None:
             on_epoch(epoch, records)
         if not any(m.alive for m in members):

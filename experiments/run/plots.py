@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from experiments.run.rundir import save_figure
 
@@ -81,12 +81,16 @@ class PerplexityPlot:
         if theta is not None:
             bottom.axhline(theta, color="gray", linestyle=":", label=f"θ = {theta:g}")
         bottom.set_yscale("log")
+        bottom.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.5, 1, 2: in a decade
+        bottom.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        bottom.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks: time, no help
         bottom.set_ylabel("gradient norm\nbefore clipping")
         bottom.set_xlabel("epoch")
         bottom.grid(True, alpha=0.3)
         bottom.legend(fontsize=7, loc="upper right")
         bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         share.set_ylim(-0.02, 1.02)
+        share.set_yticks([0, 0.5, 1])
         share.set_ylabel("clipped fraction", color="C4", fontsize=8)
         self.axes = (top, bottom)
 

@@ -96,7 +96,7 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
     """Save a matplotlib figure as PNG, atomically."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     write_bytes_atomic(path, buffer.getvalue())
 
 

@@ -3,6 +3,8 @@
 python -m experiments.gradient_flow [--steps T] [--hidden H] [--batch-size B] [--seed S]
     [--scales SIGMA ...] [--from RUN_DIR ...] [--every K] [--out FILE.png] [--data FILE]
 
+(the figure goes to ``runs/gradient_flow.png`` unless ``--out`` says otherwise)
+
 d2l 8.7 (backpropagation through time): the gradient that a loss at step T sends to the hidden
 state ``H_t`` is a product of ``T - t`` Jacobians ``∂H_s/∂H_(s-1)``, so its size changes
 geometrically with the distance: it vanishes when they shrink vectors, explodes when they stretch
@@ -49,6 +51,7 @@ from numpy_ref.spec import KINDS, ModelSpec, Params, begin_state, init_params, m
 from numpy_ref.vocab import Vocab
 
 BOOK_SIGMA = 0.01
+DEFAULT_OUT = "runs/gradient_flow.png"  # like every command, under runs/
 VOCAB_AT_MOST = 100  # for the memory check before the corpus is read (the book's has 28)
 
 
@@ -203,7 +206,9 @@ def build_parser() -> Parser:
     runs = "trained models instead: run directories with a checkpoint.npz"
     parser.add_argument("--from", dest="runs", nargs="+", metavar="RUN_DIR", help=runs)
     parser.add_argument("--every", type=POSITIVE, help="table rows every K steps (default T/10)")
-    parser.add_argument("--out", default="gradient_flow.png", help="the figure (PNG)")
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"the figure, PNG (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--data", default=None, help="corpus file (default: the book's)")
     return parser
 
@@ -216,8 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_out(out: str) -> None:
-    """``--out`` as a file that can be written, or ConfigError now (not after the work)."""
+    """``--out`` as a file that can be written, or ConfigError now (not after the work).
+
+    The default's folder, ``runs/``, is made when the figure is written, as every run makes it;
+    a folder given with ``--out`` must exist.
+    """
     folder = Path(out).parent
+    if out == DEFAULT_OUT and not folder.exists():
+        return
     if Path(out).is_dir():
         raise ConfigError(
             f"--out {out} is a folder: give a file name, e.g. {Path(out) / 'gradient_flow.png'}"
@@ -262,6 +273,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         print("\n".join(table(f"{title}, B = {args.batch_size}, T = {args.steps}:", flows, every)))
         print()
     try:
+        Path(args.out).parent.mkdir(exist_ok=True)  # runs/ for the default; else it exists
         plot(panels, args.out)
     except OSError as err:
         return fail(prog, f"cannot write --out {args.out}: {err}", 1)

@@ -16,7 +16,7 @@ without PyTorch raises :class:`TorchUnavailableError` (an ``ImportError``) that 
 install it, and nothing else in ``experiments`` imports torch.
 """
 
-INSTALL_HINT = "pip install -e '.[torch]' (the pinned CPU build)"
+INSTALL_HINT = ".venv/bin/pip install -e '.[torch]' (the pinned CPU build)"
 
 
 class TorchUnavailableError(ImportError):
