@@ -10,8 +10,9 @@ median and the min-max band of the members).
 ``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.epoch`,
 driven by :mod:`experiments.populations.population_jax`); numpy and torch run the members one after
 another, each the single run with its settings (:mod:`experiments.populations.runner` chooses).
-Both are durable as single runs are: ``--resume DIR`` continues a population (finished members
-are kept as they are).
+Both are durable as single runs are: ``--resume DIR [--epochs N]`` brings every member to the
+population's epochs (N, when given: a finished population trains further; fewer than a member has
+done are refused), after reading every member's checkpoint (:func:`done_epochs`).
 """
 
 from __future__ import annotations
@@ -171,20 +172,25 @@ def run_sequential(
 
     folder = pc.path
     folder.mkdir(parents=True, exist_ok=True)
+    if resume:  # the aggregate described the members as they were: it is written anew at the end
+        for name in (rundir.SUMMARY, SPREAD):
+            (folder / name).unlink(missing_ok=True)
     rundir.write_json(folder / rundir.POPULATION, pc.to_dict())
     results, diverged, speeds = {}, [], []
     for member in pc.members:
         config = pc.member_config(member)
         path = Path(config.out)
-        finished = load_finished(path) if resume else None
-        if finished is not None:
-            results[member.name] = finished
-            continue
         member_resume = resume and (path / rundir.CHECKPOINT).is_file()
         if member_resume:
             from experiments.run.runner import resume_config
 
-            config = resume_config(path, config.section, {})
+            finished = load_finished(path)
+            if finished is not None and len(finished.history) == pc.base.num_epochs:
+                results[member.name] = finished
+                continue
+            config = resume_config(path, config.section, {"num_epochs": pc.base.num_epochs})
+        elif resume and path.is_dir():  # started, killed before its first checkpoint
+            config = replace(config, overwrite=True)
         loader = SeqDataLoader(
             data.train.corpus,
             config.batch_size,
@@ -253,8 +259,72 @@ def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> 
                 f"{getattr(pc.base, name)!r}; a resumed run keeps its settings: drop the flag"
             )
     changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
-    return PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
-                            pc.members)  # fmt: skip
+    pc = PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
+                          pc.members)  # fmt: skip
+    done = done_epochs(pc)
+    total = pc.base.num_epochs
+    if max(done.values(), default=0) > total:
+        name, most = max(done.items(), key=lambda item: item[1])
+        raise ConfigError(
+            f"--resume {path}: member {name} has done {most} epochs, more than --epochs {total}: "
+            f"a resumed population only trains further; pass --epochs N with N >= {most}"
+        )
+    if done and min(done.values()) >= total and _finished(pc):
+        raise ConfigError(
+            f"--resume {path}: every member has done its {total} epochs: nothing to resume; "
+            f"pass --epochs N with N > {total} to train them further"
+        )
+    return pc
+
+
+def done_epochs(pc: PopulationConfig) -> dict[str, int]:
+    """The epochs each member of the population in ``pc.path`` has saved, its checkpoints read
+    whole (JAX: the population's own ``population.<process>.npz``; numpy, torch: each member's
+    ``checkpoint.npz``; a member without one has done none).
+
+    Raises:
+        ConfigError: a checkpoint that does not read (truncated, damaged, unreadable), named.
+    """
+    from numpy_ref.checkpoint import CheckpointError, load_checkpoint
+
+    path = pc.path
+    if pc.base.impl == "jax":
+        from experiments.populations.population_jax import read_population_checkpoint
+
+        found = sorted(path.glob("population.*.npz"))
+        if not found:
+            raise ConfigError(
+                f"--resume {path}: no population.0.npz there (the population stopped before its "
+                f"first checkpoint): nothing to resume; start it anew with --overwrite"
+            )
+        done: dict[str, int] = {}
+        for file in found:
+            epoch, _, members = read_population_checkpoint(file)
+            done.update({m["name"]: epoch for m in members if m["name"] is not None})
+        return done
+    done = {}
+    for member in pc.members:
+        file = path / member.name / rundir.CHECKPOINT
+        if not file.exists():
+            continue
+        try:
+            done[member.name] = load_checkpoint(file).epoch
+        except (CheckpointError, OSError) as err:
+            raise ConfigError(f"--resume {path}: member {member.name}: {err}") from None
+    return done
+
+
+def _finished(pc: PopulationConfig) -> bool:
+    """Whether the population's aggregate ``summary.json`` describes its members as they are."""
+    from experiments.run.runner import load_finished
+
+    if not (pc.path / rundir.SUMMARY).is_file():
+        return False
+    for member in pc.members:
+        result = load_finished(pc.path / member.name)
+        if result is not None and len(result.history) != pc.base.num_epochs:
+            return False
+    return True
 
 
 def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:

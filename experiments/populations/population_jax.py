@@ -25,6 +25,7 @@ import numpy as np
 
 from experiments.populations.population import SPREAD, PopulationConfig, PopulationResult, finish
 from experiments.run import loop, rundir
+from experiments.run.config import ConfigError
 from experiments.run.loop import RunDiverged, RunWriteError
 from experiments.run.records import EpochRecord
 from experiments.run.runner import load_finished, model_spec, title
@@ -45,16 +46,38 @@ def _save_population(path: Path, epoch: int, params: list[Any], members: list[di
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _load_population(path: Path) -> tuple[int, list[Any], list[dict]]:
-    with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(archive["__metadata__"][()]))
-        arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
+def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
+    """One process's part of the population checkpoint: the epoch, the members' parameters and
+    their records (name, alive, rng_state, history).
+
+    Raises:
+        ConfigError: the file does not read (truncated, damaged, unreadable), in one line.
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["__metadata__"][()]))
+            arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
+        epoch, members = int(meta["epoch"]), list(meta["members"])
+        for m in members:
+            m["name"], m["alive"], m["history"], m["rng_state"]  # noqa: B018 (present)
+    except PermissionError:
+        raise ConfigError(
+            f"--resume: {path} cannot be read (permission denied): give yourself read access "
+            f"(chmod u+r)"
+        ) from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"--resume: {path} is not a readable population checkpoint (truncated or damaged: "
+            f"{type(err).__name__}); start the population anew with --overwrite"
+        ) from None
     params = []
     for k in range(len(meta["members"])):
         prefix = f"members.{k}."
         params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
                                         if key.startswith(prefix)}))  # fmt: skip
-    return meta["epoch"], params, meta["members"]
+    return epoch, params, members
 
 
 def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rundir.RunDir:
@@ -115,15 +138,18 @@ def run_jax_population(
                for m in settings]  # fmt: skip
     ckpt = run.folder / checkpoint_name(process)
     if resume:
-        done, params, saved = _load_population(ckpt)
+        done, params, saved = read_population_checkpoint(ckpt)
         for m, info in zip(members, saved, strict=True):
             m.history = [EpochRecord.from_dict(h) for h in info["history"]]
             m.alive = info["alive"]
             m.loader.rng.bit_generator.state = info["rng_state"]
+        if process == 0:  # the aggregate described the members as they were: written at the end
+            for name in (rundir.SUMMARY, SPREAD):
+                (run.folder / name).unlink(missing_ok=True)
     else:
         done, params = 0, [init_params(spec, m.config.seed, np.float32) for m in members]
-        if process == 0:
-            rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
+    if process == 0:  # the epochs asked (more on --resume)
+        rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
 
     def save_group(epoch: int, params: list[Any], members: list[loop.Member]) -> None:
         info = [{"name": None if m.folder is None else m.folder.name, "alive": m.alive,
