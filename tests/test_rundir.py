@@ -9,12 +9,16 @@ once (locks) or ``kill -9`` run the command in subprocesses with timeouts.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from experiments.analysis import table
-from experiments.run.rundir import CHECKPOINT, POPULATION, SUMMARY
+from experiments.run.rundir import CHECKPOINT, CONFIG, LOCK, POPULATION, SUMMARY
 from experiments.sections import command
 from numpy_ref.checkpoint import load_checkpoint
 
@@ -106,3 +110,43 @@ def test_a_truncated_population_checkpoint_is_one_line(tmp_path, capsys) -> None
     code, err = run_main(capsys, "--resume", str(out), "--epochs", "3")
     assert code == 2
     one_line(err, str(file), "truncated or damaged")
+
+
+# --- item 2: one writer per run directory ----------------------------------------------------
+
+
+def spawn(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "experiments.gru", *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # fmt: skip
+
+
+def test_two_writers_on_one_run_directory_one_is_refused_naming_the_holder(
+    tmp_path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--out", str(out))[0] == 0
+    argv = [*TINY, "--epochs", "150", "--overwrite", "--out", str(out)]
+    a, b = spawn(*argv, "--seed", "1"), spawn(*argv, "--hidden", "9", "--seed", "2")
+    (_, err_a), (_, err_b) = a.communicate(timeout=300), b.communicate(timeout=300)
+    assert sorted([a.returncode, b.returncode]) == [0, 2], (err_a, err_b)
+    winner, loser, err = (a, b, err_b) if a.returncode == 0 else (b, a, err_a)
+    one_line(err, f"run directory {out} is in use by process {winner.pid}", "another --out")
+    config, saved = json.loads((out / CONFIG).read_text()), load_checkpoint(out / CHECKPOINT)
+    assert (config["seed"], config["num_hiddens"]) == ((1, 8) if winner is a else (2, 9))
+    assert (saved.config["seed"], saved.spec.num_hiddens, saved.epoch) == (
+        config["seed"], config["num_hiddens"], 150)  # fmt: skip
+
+    # a resume while a run writes is refused too; a dead holder's lock is taken over
+    proc = spawn(*TINY, "--epochs", "1000", "--overwrite", "--out", str(out))
+    deadline = time.monotonic() + 120
+    while str(proc.pid) not in ((out / LOCK).read_text() if (out / LOCK).exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "1001")
+    assert code == 2
+    one_line(err, f"in use by process {proc.pid}")
+    proc.kill()
+    proc.wait(timeout=60)
+    assert str(proc.pid) in (out / LOCK).read_text()  # the dead holder's
+    assert run_main(capsys, *TINY, "--epochs", "1", "--overwrite", "--out", str(out))[0] == 0

@@ -23,13 +23,15 @@ traceback:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.run import signals
+from experiments.run import rundir, signals
 from experiments.run.cli import EXIT_FAILED, fail, run_with_progress, stopped
 from experiments.run.config import SECTIONS, ConfigError, default_run_dir, section_config
 
@@ -50,24 +52,53 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
 
 def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
     from experiments.populations import population
-    from experiments.populations.runner import run_population_with_progress
     from experiments.run import flags, runtime
-    from experiments.run.loop import RunStopped
     from experiments.run.runner import start
 
-    try:
-        args = flags.build_parser(section).parse_args(argv)
-        runtime.configure(args)  # threads and the compilation cache, before any compute
-        configs, resume = configs_from_args(section, args, command_line(section, argv))
-        _start_processes(args, configs)
-        checked = [
-            population.start(c, resume)
-            if isinstance(c, population.PopulationConfig)
-            else start(c, resume)
-            for c in configs
-        ]
-    except ConfigError as err:
-        return fail(prog, str(err))
+    with contextlib.ExitStack() as locks:  # every run directory, for the command's whole life
+        try:
+            args = flags.build_parser(section).parse_args(argv)
+            runtime.configure(args)  # threads and the compilation cache, before any compute
+            coordinated = bool(args.coordinator or os.environ.get("RNN_LM_COORDINATOR"))
+            if args.resume is not None and not coordinated:  # before the run is read
+                locks.enter_context(rundir.locked(args.resume, create=False))
+            configs, resume = configs_from_args(section, args, command_line(section, argv))
+            _start_processes(args, configs)
+            if coordinated or not resume:
+                name = rundir.LOCK + (f".{_process_index()}" if coordinated else "")
+                for c in configs:
+                    out = c.path if isinstance(c, population.PopulationConfig) else c.out
+                    locks.enter_context(rundir.locked(out, create=not resume, name=name))
+            checked = [
+                population.start(c, resume)
+                if isinstance(c, population.PopulationConfig)
+                else start(c, resume)
+                for c in configs
+            ]
+        except ConfigError as err:
+            return fail(prog, str(err))
+        return _train(configs, checked, resume, section, prog, stop)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _train(
+    configs: list[Any],
+    checked: list[Any],
+    resume: bool,
+    section: str,
+    prog: str,
+    stop: signals.StopFlag,
+) -> int:
+    """Train every run of the command, one after the other, printing the book's lines."""
+    from experiments.populations import population
+    from experiments.populations.runner import run_population_with_progress
+    from experiments.run.loop import RunStopped
+
     if stop():
         print(f"{prog}: {stop.name} during start-up: nothing was written", file=sys.stderr)
         return stop.exit_code
@@ -93,8 +124,6 @@ def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.Stop
 
 def _start_processes(args: Any, configs: list[Any]) -> None:
     """JAX's multi-process runtime, when ``--coordinator`` or ``$RNN_LM_COORDINATOR`` ask."""
-    import os
-
     if not (args.coordinator or os.environ.get("RNN_LM_COORDINATOR")):
         return
     if any(getattr(c, "base", c).impl != "jax" or not hasattr(c, "members") for c in configs):
