@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 
 from experiments.analysis import table
-from experiments.run.rundir import CHECKPOINT, CONFIG, LOCK, POPULATION, SUMMARY
+from experiments.run.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    LOCK,
+    METRICS,
+    PLOT,
+    POPULATION,
+    STAGING,
+    SUMMARY,
+)
 from experiments.sections import command
 from numpy_ref.checkpoint import load_checkpoint
 
@@ -150,3 +159,152 @@ def test_two_writers_on_one_run_directory_one_is_refused_naming_the_holder(
     proc.wait(timeout=60)
     assert str(proc.pid) in (out / LOCK).read_text()  # the dead holder's
     assert run_main(capsys, *TINY, "--epochs", "1", "--overwrite", "--out", str(out))[0] == 0
+
+
+# --- item 3: --overwrite replaces a run directory of either kind whole -------------------------
+
+
+def population_config(argv: list[str]):
+    from experiments.run import flags
+
+    args = flags.build_parser("gru").parse_args(argv)
+    (config,), _ = command.configs_from_args("gru", args, "cmd")
+    return config
+
+
+SINGLE_FILES = {CHECKPOINT, CONFIG, METRICS, PLOT, SUMMARY}
+
+
+def visible(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("impl", ["numpy", "jax"])
+def test_overwrite_replaces_a_run_by_a_population_and_back_whole(impl, tmp_path, capsys) -> None:
+    from experiments.populations import population
+    from experiments.populations.runner import run_population
+    from experiments.run.loop import RunInterrupted
+
+    out = tmp_path / "run"
+    single = [*TINY, "--epochs", "2", "--impl", impl, "--out", str(out)]
+    pop = [*single, "--seeds", "0-1", "--overwrite"]
+    assert run_main(capsys, *single)[0] == 0
+    before = {name: (out / name).read_bytes() for name in (CHECKPOINT, CONFIG, METRICS)}
+    config = population_config(pop)
+    with pytest.raises(RunInterrupted, match="the earlier result there is kept"):
+        run_population(config, population.start(config, False), stop=lambda: True)
+    assert visible(out) == SINGLE_FILES
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+    assert run_main(capsys, *pop)[0] == 0
+    assert visible(out) & SINGLE_FILES == {SUMMARY} and (out / POPULATION).is_file()
+    assert {m for m in MEMBERS if (out / m / CHECKPOINT).is_file()} == set(MEMBERS)
+
+    code, err = run_main(capsys, *single, "--overwrite", "--max-perplexity", "1")
+    assert code == 3 and f"the earlier result in {out} is kept" in err
+    assert (out / POPULATION).is_file() and not (out / CHECKPOINT).exists()
+    assert run_main(capsys, *single, "--overwrite", "--seed", "3")[0] == 0
+    assert visible(out) == SINGLE_FILES  # no population.json, member, spread.png or .npz left
+    assert run_main(capsys, "--resume", str(out), "--epochs", "3")[0] == 0
+    saved = load_checkpoint(out / CHECKPOINT)
+    assert (saved.epoch, saved.config["seed"]) == (3, 3)
+
+
+# --- items 10, 15: nothing half-made before the first checkpoint; kill -9 leftovers cleaned -----
+
+
+@pytest.mark.parametrize("kind", ["run", "numpy population", "jax population"])
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(kind, tmp_path, capsys) -> None:
+    from experiments.populations import population
+    from experiments.populations.runner import run_population
+    from experiments.run import runner
+    from experiments.run.loop import RunInterrupted
+
+    out = tmp_path / "new" / "run"
+    argv = [*TINY, "--epochs", "2", "--out", str(out)]
+    if kind != "run":
+        argv += ["--seeds", "0-1", "--impl", kind.split()[0]]
+    config = population_config(argv)
+    with pytest.raises(RunInterrupted, match="before any epoch was complete: nothing was saved"):
+        if kind == "run":
+            runner.run_experiment(config, stop=lambda: True)
+        else:
+            run_population(config, population.start(config, False), stop=lambda: True)
+    assert not out.exists()
+    code, err = run_main(capsys, *argv)  # a plain rerun is not refused
+    assert code == 0, err
+
+
+def test_what_kill_9_left_is_cleaned_by_the_next_run_and_resume(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    (out / STAGING).mkdir(parents=True)
+    (out / STAGING / CONFIG).write_text("{}")  # a run killed before its first checkpoint
+    argv = [*TINY, "--epochs", "2", "--out", str(out)]
+    assert run_main(capsys, *argv)[0] == 0  # not refused
+    assert not (out / STAGING).exists()
+    tmp = out / f".{CHECKPOINT}.999999.0badc0de.tmp"
+    tmp.write_bytes(b"half a checkpoint")
+    (out / STAGING).mkdir()
+    assert run_main(capsys, "--resume", str(out), "--epochs", "3")[0] == 0
+    assert not tmp.exists() and not (out / STAGING).exists()
+
+
+# --- item 4: the corpus recorded by absolute path and SHA-1 -------------------------------------
+
+
+def test_the_corpus_is_recorded_and_a_resume_with_another_text_is_refused(
+    tmp_path, corpus_file, monkeypatch, capsys
+) -> None:
+    text = corpus_file.read_text(encoding="utf-8")
+    (tmp_path / "c").mkdir()
+    data = tmp_path / "c" / "text.txt"
+    data.write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--epochs", "2", "--data", "c/text.txt", "--out", "run")[0] == 0
+    config = json.loads((out / CONFIG).read_text())
+    assert config["data_path"] == str(data) and len(config["data_sha1"]) == 40
+    assert load_checkpoint(out / CHECKPOINT).config["data_sha1"] == config["data_sha1"]
+
+    monkeypatch.chdir(tmp_path / "c")  # another folder; the same file named absolutely
+    assert run_main(capsys, "--resume", str(out), "--epochs", "3", "--data", str(data))[0] == 0
+    assert run_main(capsys, "--resume", str(out), "--epochs", "4", "--data", "text.txt")[0] == 0
+
+    data.write_text(text.replace("time", "emit"), encoding="utf-8")  # the same vocabulary
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "5")
+    assert code == 2
+    one_line(err, str(data), "is not the text the run was trained on", f"--data {data}")
+    assert run_main(capsys, "--resume", str(out), "--epochs", "5", "--data", str(data))[0] == 0
+    assert load_checkpoint(out / CHECKPOINT).config["data_sha1"] != config["data_sha1"]
+
+    other = tmp_path / "c" / "other.txt"  # item 11: another vocabulary, one line
+    other.write_text(text.replace("z", "y").replace("q", "k"), encoding="utf-8")
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "6", "--data", str(other))
+    assert code == 2
+    one_line(err, str(other), "another vocabulary")
+    assert load_checkpoint(out / CHECKPOINT).epoch == 5
+
+
+# --- item 16: --resume refuses what it would ignore ---------------------------------------------
+
+
+def test_resume_refuses_another_out_seeds_and_lists(tmp_path, capsys) -> None:
+    out, pop, other = tmp_path / "run", tmp_path / "pop", tmp_path / "other"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--out", str(out))[0] == 0
+    assert run_main(capsys, *TINY, "--epochs", "1", "--seeds", "0-1", "--out", str(pop))[0] == 0
+    cases = [
+        (out, ["--out", str(other)], f"--out {other} is another folder"),
+        (out, ["--seeds", "0-3"], "--seeds would make a population"),
+        (out, ["--lr", "0.5,2"], "--lr would make a population"),
+        (out, ["--theta", "1,2"], "--theta would make a population"),
+        (pop, ["--seeds", "0-3"], "--seeds 0,1,2,3 differs from the population's 0,1"),
+        (pop, ["--lr", "2"], "--lr 2 differs from the population's 1"),
+        (pop, ["--theta", "0.5,1"], "--theta 0.5,1 differs"),
+    ]
+    for folder, argv, words in cases:
+        code, err = run_main(capsys, "--resume", str(folder), "--epochs", "2", *argv)
+        assert code == 2, argv
+        one_line(err, words)
+    assert not other.exists() and load_checkpoint(out / CHECKPOINT).epoch == 1
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "2", "--out", str(out))
+    assert code == 0, err

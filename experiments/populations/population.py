@@ -32,7 +32,7 @@ from experiments.run.records import EpochRecord, RunResult, late_median
 from numpy_ref.population import Member
 
 SUMMARY_KIND = "population"
-SPREAD = "spread.png"
+SPREAD = rundir.SPREAD
 
 
 @dataclass(frozen=True)
@@ -171,15 +171,19 @@ def run_sequential(
     backend, data = checked
 
     folder = pc.path
-    folder.mkdir(parents=True, exist_ok=True)
+    names = (rundir.POPULATION, rundir.SUMMARY, SPREAD, *(m.name for m in pc.members))
     if resume:  # the aggregate described the members as they were: it is written anew at the end
+        run = rundir.RunDir.resumed(folder, names)
         for name in (rundir.SUMMARY, SPREAD):
             (folder / name).unlink(missing_ok=True)
-    rundir.write_json(folder / rundir.POPULATION, pc.to_dict())
+    else:  # staged until the first member's first checkpoint
+        run = rundir.RunDir.create(folder, pc.base.overwrite, names)
+    rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
     results, diverged, speeds = {}, [], []
     for member in pc.members:
         config = pc.member_config(member)
         path = Path(config.out)
+        member_run = rundir.RunDir.member(run, member.name) if run.pending else None
         member_resume = resume and (path / rundir.CHECKPOINT).is_file()
         if member_resume:
             from experiments.run.runner import resume_config
@@ -205,15 +209,24 @@ def run_sequential(
                 checked=(backend, Data(loader, data.val_corpus, data.vocab)),
                 stop=stop,
                 resume=member_resume,
+                run=member_run,
             )
         except RunDiverged:
             diverged.append(member.name)
             continue
         except RunInterrupted as err:  # resumed as a population, not as the member alone
+            if run.pending:  # before any checkpoint: nothing stays (the message says so)
+                run.discard()
+                raise
             message = str(err).replace(f"--resume {path}", f"--resume {folder}")
             raise RunInterrupted(f"{member.name}: {message}") from None
+        except BaseException:
+            if run.pending:
+                run.discard()
+            raise
         results[member.name] = result
         speeds.append(result.summary["tokens_per_sec_median"])
+    run.promote()  # (when every member diverged before its first checkpoint)
     return finish(pc, results, diverged, float(np.median(speeds)) if speeds else 0.0, folder)
 
 

@@ -86,11 +86,11 @@ def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rund
     import jax
 
     if resume:
-        return rundir.RunDir(pc.path, staged=False, names=names)
+        return rundir.RunDir.resumed(pc.path, names=names)
     if jax.process_count() == 1:
         return rundir.RunDir.create(pc.path, pc.base.overwrite, names=names)
     if jax.process_index() == 0:
-        rundir.RunDir.create(pc.path, overwrite=False, names=names)
+        rundir.RunDir.create(pc.path, overwrite=False, names=names, stage=False)
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("rnn-lm: run directory created")

@@ -172,6 +172,7 @@ def run_experiment(
     checked: tuple[Backend, Data] | None = None,
     stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    run: rundir.RunDir | None = None,
 ) -> RunResult:
     """Train ``config``'s model from ``init_params(spec, config.seed)`` (or, with ``resume``,
     from the checkpoint in ``config.out``) and write its run directory: the host loop
@@ -184,6 +185,7 @@ def run_experiment(
         stop: polled between chunks of minibatches; True ends the run with
             :class:`RunInterrupted`.
         resume: continue the run saved in ``config.out`` (see :func:`resume_config`).
+        run: where to write, when not ``config.out`` as it is (a member of a staged population).
 
     Returns:
         The :class:`RunResult`; the same figures are in the run directory's files.
@@ -195,12 +197,12 @@ def run_experiment(
     spec = model_spec(config, len(data.vocab))
     member = loop.Member(config, Path(), data.train)
     if resume:
-        run = rundir.RunDir(config.out, staged=False)
+        run = rundir.RunDir.resumed(config.out)
         ckpt = load_checkpoint(run.file(rundir.CHECKPOINT), spec=spec, vocab=data.vocab)
         params, member.history = ckpt.params, [EpochRecord.from_dict(h) for h in ckpt.history]
         data.train.rng.bit_generator.state = ckpt.rng_state
     else:
-        run = rundir.RunDir.create(config.out, config.overwrite)
+        run = run or rundir.RunDir.create(config.out, config.overwrite)
         params = init_params(spec, config.seed, np.float32)
     val = None if data.val_corpus is None else (lambda: [data.val_loader(config)])
     context = loop.Loop(run, spec, data.vocab, val, title)
