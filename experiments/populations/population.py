@@ -169,6 +169,8 @@ def run_sequential(
     from numpy_ref.data import SeqDataLoader
 
     backend, data = checked
+    if pc.base.data_sha1 is None:  # the text trained on, recorded
+        pc = PopulationConfig(replace(pc.base, data_sha1=data.sha1), pc.members)
 
     folder = pc.path
     names = (rundir.POPULATION, rundir.SUMMARY, SPREAD, *(m.name for m in pc.members))
@@ -193,6 +195,7 @@ def run_sequential(
                 results[member.name] = finished
                 continue
             config = resume_config(path, config.section, {"num_epochs": pc.base.num_epochs})
+            config = replace(config, data_path=pc.base.data_path, data_sha1=pc.base.data_sha1)
         elif resume and path.is_dir():  # started, killed before its first checkpoint
             config = replace(config, overwrite=True)
         loader = SeqDataLoader(
@@ -266,12 +269,16 @@ def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> 
     for name, value in given.items():
         if value is None or name in RESUMABLE or name in ("out", "command", "overwrite"):
             continue
+        if name == "data_path":  # given on purpose: checked by its vocabulary (start)
+            continue
         if name not in member_values and getattr(pc.base, name) != value:
             raise ConfigError(
                 f"--resume {path}: {name} {value!r} conflicts with the population's {name} "
                 f"{getattr(pc.base, name)!r}; a resumed run keeps its settings: drop the flag"
             )
     changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
+    if given.get("data_path") is not None:  # another text on purpose: its SHA-1 recorded anew
+        changes.update(data_path=given["data_path"], data_sha1=None)
     pc = PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
                           pc.members)  # fmt: skip
     done = done_epochs(pc)
@@ -352,6 +359,12 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     check(pc, resume)
     backend = make_backend(pc.base)
     data = load_data(pc.base)
+    if resume:
+        from experiments.run.runner import check_resumed_corpus
+
+        saved = [pc.path / m.name / rundir.CHECKPOINT for m in pc.members]
+        for checkpoint in [file for file in saved if file.is_file()][:1]:
+            check_resumed_corpus(pc.base, data, checkpoint)
     members = len(pc.members) if pc.base.impl == "jax" else 1
     check_memory(pc.base, len(data.vocab), members)
     return backend, data

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,8 @@ def run_jax_population(
     other members finished, when some diverged) or RunWriteError."""
     import jax
 
+    if pc.base.data_sha1 is None:  # the text trained on, recorded
+        pc = PopulationConfig(replace(pc.base, data_sha1=data.sha1), pc.members)
     base, process = pc.base, jax.process_index()
     spec = model_spec(base, len(data.vocab))
     place = _placement(pc, backend)
