@@ -166,8 +166,21 @@ def configs_from_args(
         from experiments.run.rundir import is_population_dir
 
         if is_population_dir(Path(args.resume)):
-            return [resume_population(args.resume, section, given)], True
-        return [resume_config(args.resume, section, given)], True
+            pc = resume_population(args.resume, section, given)
+            _check_out(args)
+            _check_members(pc, args)
+            return [pc], True
+        config = resume_config(args.resume, section, given)  # (what it cannot resume, first)
+        lists = [flag for flag, value in (("--seeds", args.seeds), ("--lr", args.lr),
+                                          ("--theta", args.theta))
+                 if value is not None and (flag == "--seeds" or len(value) > 1)]  # fmt: skip
+        if lists:
+            raise ConfigError(
+                f"--resume {args.resume} continues a single run: {' and '.join(lists)} would make "
+                f"a population; drop {'them' if len(lists) > 1 else 'it'}"
+            )
+        _check_out(args)
+        return [config], True
     iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
     iters = ("seq", "random") if iter_ == "both" else (iter_,)
     base["command"] = command
@@ -187,6 +200,32 @@ def configs_from_args(
             config = PopulationConfig(config, tuple(members))
         configs.append(config)
     return configs, False
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` given to ``--resume DIR`` must be DIR (a resumed run is written in place)."""
+    if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConfigError(
+            f"--resume {args.resume} continues the run in {args.resume}; --out {args.out} is "
+            f"another folder: drop --out (or copy the run directory there and resume that)"
+        )
+
+
+def _check_members(pc: Any, args: argparse.Namespace) -> None:
+    """``--seed(s)``, ``--lr`` and ``--theta`` given to ``--resume`` of a population must name
+    its members' values (a resumed population keeps its members)."""
+    members = {"--seeds": {m.seed for m in pc.members}, "--lr": {m.lr for m in pc.members},
+               "--theta": {m.theta for m in pc.members}}  # fmt: skip
+    given = {"--seeds": args.seeds if args.seeds is not None else
+             (None if args.seed is None else [args.seed]),
+             "--lr": args.lr, "--theta": args.theta}  # fmt: skip
+    for flag, values in given.items():
+        if values is not None and set(values) != members[flag]:
+            have = ",".join(f"{v:g}" for v in sorted(members[flag]))
+            raise ConfigError(
+                f"--resume {pc.path}: {flag} {','.join(f'{v:g}' for v in values)} differs from the "
+                f"population's {have}; a resumed population keeps its members: drop {flag}"
+            )
 
 
 def command_line(section: str, argv: Sequence[str] | None) -> str:
