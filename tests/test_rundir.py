@@ -308,3 +308,82 @@ def test_resume_refuses_another_out_seeds_and_lists(tmp_path, capsys) -> None:
     assert not other.exists() and load_checkpoint(out / CHECKPOINT).epoch == 1
     code, err = run_main(capsys, "--resume", str(out), "--epochs", "2", "--out", str(out))
     assert code == 0, err
+
+
+# --- items 14, 17, 18, 20: the truth about a run that is not what it seems ----------------------
+
+
+def test_a_run_whose_summary_was_not_written_is_finished_by_resume(tmp_path, capsys) -> None:
+    """A write failure after the last checkpoint (the plot, the summary): --resume finishes it,
+    table calls it unfinished."""
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--epochs", "2", "--out", str(out))[0] == 0
+    (out / SUMMARY).unlink()
+    assert table.main([str(out)]) == 2
+    one_line(capsys.readouterr().err, f"unfinished: finish with --resume {out}")
+    code, err = run_main(capsys, "--resume", str(out))
+    assert code == 0, err
+    assert json.loads((out / SUMMARY).read_text())["epochs"] == 2 and epochs_of(out) == 2
+    code, err = run_main(capsys, "--resume", str(out))
+    assert code == 2
+    one_line(err, "nothing to resume")
+
+
+def test_a_damaged_population_json_says_so(tmp_path, capsys) -> None:
+    out = tmp_path / "pop"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--seeds", "0-1", "--out", str(out))[0] == 0
+    (out / POPULATION).write_text('{"format": "rnn-lm popul')
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "2")
+    assert code == 2
+    one_line(err, f"{POPULATION} is damaged")
+
+
+def test_table_does_not_show_an_unfinished_populations_member_as_a_run(tmp_path, capsys) -> None:
+    out = tmp_path / "pop"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--seeds", "0-1", "--out", str(out))[0] == 0
+    (out / SUMMARY).unlink()  # as if seed 1 were still training
+    (out / MEMBERS[1] / SUMMARY).unlink()
+    assert table.main([str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    one_line(captured.err, "unfinished")
+
+
+ROOT_USER = os.geteuid() == 0
+
+
+@pytest.mark.skipif(ROOT_USER, reason="root reads and writes whatever the permissions say")
+def test_an_unreadable_checkpoint_and_a_read_only_folder_are_named(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--out", str(out))[0] == 0
+    (out / CHECKPOINT).chmod(0)
+    try:
+        code, err = run_main(capsys, "--resume", str(out), "--epochs", "2")
+    finally:
+        (out / CHECKPOINT).chmod(0o644)
+    assert code == 2
+    one_line(err, "permission denied")
+    assert "truncated" not in err
+    out.chmod(0o555)
+    try:
+        code, err = run_main(capsys, "--resume", str(out), "--epochs", "2")
+    finally:
+        out.chmod(0o755)
+    assert code == 2
+    one_line(err, "not writable")
+    assert epochs_of(out) == 1  # checked before any epoch
+
+
+def test_a_checkpoint_without_read_permission_is_not_called_damaged(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """The same as the test above where it is skipped (root): os.access says no."""
+    from numpy_ref import checkpoint
+
+    out = tmp_path / "run"
+    assert run_main(capsys, *TINY, "--epochs", "1", "--out", str(out))[0] == 0
+    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "2")
+    assert code == 2
+    one_line(err, str(out / CHECKPOINT), "cannot be read (permission denied)")
+    assert "truncated" not in err

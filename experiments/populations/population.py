@@ -239,6 +239,8 @@ def check(pc: PopulationConfig, resume: bool) -> None:
     if resume:
         if not rundir.is_population_dir(path):
             raise ConfigError(f"--resume {path}: no {rundir.POPULATION} there: nothing to resume")
+        for folder in (path, *(path / m.name for m in pc.members if (path / m.name).is_dir())):
+            rundir.check_writable(folder, "--resume")
         return
     rundir.check_run_dir(path, pc.base.overwrite)
     names = [m.name for m in pc.members]

@@ -227,6 +227,20 @@ def _remove_made(path: Path, made: Path | None, name: str) -> None:
                 break
 
 
+def check_writable(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse a folder this process cannot write (a temporary file is made and removed)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"{flag} {path} is not writable ({reason}): give yourself write access (chmod u+w) "
+            f"or copy the run directory somewhere you can write"
+        ) from None
+
+
 def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
     """Refuse ``path`` unless it is free, or ``overwrite`` and it is a run directory.
 

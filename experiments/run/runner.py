@@ -159,6 +159,7 @@ def start(config: RunConfig, resume: bool = False) -> tuple[Backend, Data]:
     backend = make_backend(config)
     data = load_data(config)
     if resume:
+        rundir.check_writable(config.out, "--resume")
         check_resumed_corpus(config, data, Path(config.out) / rundir.CHECKPOINT)
     runtime.check_memory(config, len(data.vocab))
     return backend, data
@@ -202,10 +203,14 @@ def resume_config(path: str | Path, section: str, given: dict[str, Any]) -> RunC
             )
     changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
     total = changes.get("num_epochs", saved.num_epochs)
-    if ckpt.epoch >= total:
+    unfinished = ckpt.epoch == total and load_finished(path) is None  # (a write failed at the end)
+    if ckpt.epoch > total or ckpt.epoch == total and not unfinished:
         raise ConfigError(
             f"--resume {path}: the run has done {ckpt.epoch} of its {total} epochs: nothing to "
             f"resume; pass --epochs N with N > {ckpt.epoch} to train it further"
+            if ckpt.epoch == total
+            else f"--resume {path}: the run has done {ckpt.epoch} epochs, more than --epochs "
+            f"{total}: a resumed run only trains further; pass --epochs N with N > {ckpt.epoch}"
         )
     resumed_at = (*saved.resumed_at, ckpt.epoch)
     if given.get("data_path") is not None:  # another text on purpose: its SHA-1 recorded anew

@@ -163,9 +163,9 @@ def configs_from_args(
         given = {**base, "iter": args.iter, "out": args.out}
         if args.iter == "both":
             raise ConfigError("--resume continues one run directory: drop --iter both")
-        from experiments.run.rundir import is_population_dir
+        from experiments.run.rundir import POPULATION, is_population_dir
 
-        if is_population_dir(Path(args.resume)):
+        if is_population_dir(Path(args.resume)) or (Path(args.resume) / POPULATION).exists():
             pc = resume_population(args.resume, section, given)
             _check_out(args)
             _check_members(pc, args)
