@@ -387,3 +387,27 @@ def test_a_checkpoint_without_read_permission_is_not_called_damaged(
     assert code == 2
     one_line(err, str(out / CHECKPOINT), "cannot be read (permission denied)")
     assert "truncated" not in err
+
+
+def test_a_numpy_population_killed_at_a_random_moment_resumes_to_more_epochs(
+    tmp_path, capsys
+) -> None:
+    """Item 1 as reported: kill -9 during the population, --resume --epochs 50."""
+    import random
+    import signal
+
+    out = tmp_path / "pop"
+    proc = spawn(*TINY, "--epochs", "40", "--checkpoint-every", "4", "--seeds", "0-1",
+                 "--out", str(out))  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / MEMBERS[0] / CHECKPOINT).exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 3.0))
+    proc.kill()
+    assert proc.wait(timeout=60) in (-signal.SIGKILL, 0)
+    code, err = run_main(capsys, "--resume", str(out), "--epochs", "50")
+    assert code == 0, err
+    assert [epochs_of(out / m) for m in MEMBERS] == [50, 50]
+    assert json.loads((out / SUMMARY).read_text())["epochs"] == 50
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(STAGING))
