@@ -30,6 +30,7 @@ from experiments.run import rundir
 from experiments.run.config import SECTIONS, ConfigError, RunConfig
 from experiments.run.records import EpochRecord, RunResult, late_median
 from numpy_ref.population import Member
+from numpy_ref.spec import unflatten_params
 
 SUMMARY_KIND = "population"
 SPREAD = rundir.SPREAD
@@ -311,8 +312,6 @@ def done_epochs(pc: PopulationConfig) -> dict[str, int]:
 
     path = pc.path
     if pc.base.impl == "jax":
-        from experiments.populations.population_jax import read_population_checkpoint
-
         found = sorted(path.glob("population.*.npz"))
         if not found:
             raise ConfigError(
@@ -370,3 +369,38 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     members = len(pc.members) if pc.base.impl == "jax" else 1
     check_memory(pc.base, len(data.vocab), members)
     return backend, data
+
+
+def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
+    """One process's part of the population checkpoint: the epoch, the members' parameters and
+    their records (name, alive, rng_state, history).
+
+    Raises:
+        ConfigError: the file does not read (truncated, damaged, unreadable), in one line.
+    """
+    import json
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["__metadata__"][()]))
+            arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
+        epoch, members = int(meta["epoch"]), list(meta["members"])
+        for m in members:
+            m["name"], m["alive"], m["history"], m["rng_state"]  # noqa: B018 (present)
+    except PermissionError:
+        raise ConfigError(
+            f"--resume: {path} cannot be read (permission denied): give yourself read access "
+            f"(chmod u+r)"
+        ) from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"--resume: {path} is not a readable population checkpoint (truncated or damaged: "
+            f"{type(err).__name__}); start the population anew with --overwrite"
+        ) from None
+    params = []
+    for k in range(len(meta["members"])):
+        prefix = f"members.{k}."
+        params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
+                                        if key.startswith(prefix)}))  # fmt: skip
+    return epoch, params, members

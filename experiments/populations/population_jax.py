@@ -24,15 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from experiments.populations.population import SPREAD, PopulationConfig, PopulationResult, finish
+from experiments.populations.population import (
+    SPREAD,
+    PopulationConfig,
+    PopulationResult,
+    finish,
+    read_population_checkpoint,
+)
 from experiments.run import loop, rundir
-from experiments.run.config import ConfigError
 from experiments.run.loop import RunDiverged, RunWriteError
 from experiments.run.records import EpochRecord
 from experiments.run.runner import load_finished, model_spec, title
 from numpy_ref.atomic import atomic_write
 from numpy_ref.data import SeqDataLoader
-from numpy_ref.spec import flatten_params, init_params, unflatten_params
+from numpy_ref.spec import flatten_params, init_params
 
 
 def checkpoint_name(process: int) -> str:
@@ -45,40 +50,6 @@ def _save_population(path: Path, epoch: int, params: list[Any], members: list[di
               for key, value in flatten_params(p).items()}  # fmt: skip
     arrays["__metadata__"] = np.array(json.dumps({"epoch": epoch, "members": members}))
     atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
-    """One process's part of the population checkpoint: the epoch, the members' parameters and
-    their records (name, alive, rng_state, history).
-
-    Raises:
-        ConfigError: the file does not read (truncated, damaged, unreadable), in one line.
-    """
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(str(archive["__metadata__"][()]))
-            arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
-        epoch, members = int(meta["epoch"]), list(meta["members"])
-        for m in members:
-            m["name"], m["alive"], m["history"], m["rng_state"]  # noqa: B018 (present)
-    except PermissionError:
-        raise ConfigError(
-            f"--resume: {path} cannot be read (permission denied): give yourself read access "
-            f"(chmod u+r)"
-        ) from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        raise ConfigError(
-            f"--resume: {path} is not a readable population checkpoint (truncated or damaged: "
-            f"{type(err).__name__}); start the population anew with --overwrite"
-        ) from None
-    params = []
-    for k in range(len(meta["members"])):
-        prefix = f"members.{k}."
-        params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
-                                        if key.startswith(prefix)}))  # fmt: skip
-    return epoch, params, members
 
 
 def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rundir.RunDir:
