@@ -146,6 +146,10 @@ def save_checkpoint(
 
 def _read_archive(path: Path) -> dict[str, np.ndarray]:
     """Every array of the ``.npz``, read now (a damaged member fails here, not later)."""
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(
+            f"{path} cannot be read (permission denied): give yourself read access (chmod u+r)"
+        )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or damaged?): it is not a complete "

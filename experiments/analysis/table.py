@@ -28,7 +28,7 @@ from experiments.run import signals
 from experiments.run.cli import fail
 from experiments.run.config import IMPLS, ITERS, SECTIONS, ConfigError
 from experiments.run.flags import Parser
-from experiments.run.rundir import METRICS, SUMMARY, read_metrics
+from experiments.run.rundir import CHECKPOINT, METRICS, POPULATION, SUMMARY, read_metrics
 
 COLUMNS = ("section", "impl", "iter", "lr, θ", "runs", "epochs", "train ppl", "late ppl",
            "val ppl", "best val ppl (epoch)", "tokens/s (median)", "device", "machine", "date",
@@ -42,6 +42,9 @@ def find_summaries(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]
     for path in map(Path, paths):
         if (path / SUMMARY).is_file():
             found.append(path / SUMMARY)
+            continue
+        if (path / POPULATION).exists():  # unfinished: its finished members are not runs alone
+            empty.append(path)
             continue
         below = sorted(path.glob(f"*/{SUMMARY}")) if path.is_dir() else []
         if below:
@@ -217,9 +220,11 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         return fail(prog, str(err))
     args = parsed.dirs
     found, empty = find_summaries(args)
+    unfinished = [p for p in empty if (p / POPULATION).exists() or (p / CHECKPOINT).exists()]
     if not found:
-        print(f"{prog}: error: no {SUMMARY} in {' '.join(args)}: run an experiment first",
-              file=sys.stderr)  # fmt: skip
+        fix = (f"unfinished: finish with --resume {unfinished[0]}" if unfinished
+               else "run an experiment first")  # fmt: skip
+        print(f"{prog}: error: no {SUMMARY} in {' '.join(args)}: {fix}", file=sys.stderr)
         return 2
     summaries, damaged = [], []
     for path in found:
@@ -237,6 +242,11 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             return 2
     for message in damaged:
         print(f"{prog}: skipped a damaged run: {message}", file=sys.stderr)
+    if unfinished:
+        print(f"{prog}: skipped {len(unfinished)} unfinished run(s) or population(s), without "
+              f"{SUMMARY} (finish them with --resume): {' '.join(map(str, unfinished))}",
+              file=sys.stderr)  # fmt: skip
+    empty = [p for p in empty if p not in unfinished]
     if empty:
         print(f"{prog}: skipped {len(empty)} path(s) without {SUMMARY}: "
               f"{' '.join(map(str, empty))}", file=sys.stderr)  # fmt: skip

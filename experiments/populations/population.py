@@ -10,8 +10,9 @@ median and the min-max band of the members).
 ``--impl jax`` trains the whole population as one compiled program (:mod:`rnn_jax.epoch`,
 driven by :mod:`experiments.populations.population_jax`); numpy and torch run the members one after
 another, each the single run with its settings (:mod:`experiments.populations.runner` chooses).
-Both are durable as single runs are: ``--resume DIR`` continues a population (finished members
-are kept as they are).
+Both are durable as single runs are: ``--resume DIR [--epochs N]`` brings every member to the
+population's epochs (N, when given: a finished population trains further; fewer than a member has
+done are refused), after reading every member's checkpoint (:func:`done_epochs`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from experiments.run import rundir
 from experiments.run.config import SECTIONS, ConfigError, RunConfig
 from experiments.run.records import EpochRecord, RunResult, late_median
 from numpy_ref.population import Member
+from numpy_ref.spec import unflatten_params
 
 SUMMARY_KIND = "population"
-SPREAD = "spread.png"
+SPREAD = rundir.SPREAD
 
 
 @dataclass(frozen=True)
@@ -168,23 +170,35 @@ def run_sequential(
     from numpy_ref.data import SeqDataLoader
 
     backend, data = checked
+    if pc.base.data_sha1 is None:  # the text trained on, recorded
+        pc = PopulationConfig(replace(pc.base, data_sha1=data.sha1), pc.members)
 
     folder = pc.path
-    folder.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(folder / rundir.POPULATION, pc.to_dict())
+    names = (rundir.POPULATION, rundir.SUMMARY, SPREAD, *(m.name for m in pc.members))
+    if resume:  # the aggregate described the members as they were: it is written anew at the end
+        run = rundir.RunDir.resumed(folder, names)
+        for name in (rundir.SUMMARY, SPREAD):
+            (folder / name).unlink(missing_ok=True)
+    else:  # staged until the first member's first checkpoint
+        run = rundir.RunDir.create(folder, pc.base.overwrite, names)
+    rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
     results, diverged, speeds = {}, [], []
     for member in pc.members:
         config = pc.member_config(member)
         path = Path(config.out)
-        finished = load_finished(path) if resume else None
-        if finished is not None:
-            results[member.name] = finished
-            continue
+        member_run = rundir.RunDir.member(run, member.name) if run.pending else None
         member_resume = resume and (path / rundir.CHECKPOINT).is_file()
         if member_resume:
             from experiments.run.runner import resume_config
 
-            config = resume_config(path, config.section, {})
+            finished = load_finished(path)
+            if finished is not None and len(finished.history) == pc.base.num_epochs:
+                results[member.name] = finished
+                continue
+            config = resume_config(path, config.section, {"num_epochs": pc.base.num_epochs})
+            config = replace(config, data_path=pc.base.data_path, data_sha1=pc.base.data_sha1)
+        elif resume and path.is_dir():  # started, killed before its first checkpoint
+            config = replace(config, overwrite=True)
         loader = SeqDataLoader(
             data.train.corpus,
             config.batch_size,
@@ -199,15 +213,24 @@ def run_sequential(
                 checked=(backend, Data(loader, data.val_corpus, data.vocab)),
                 stop=stop,
                 resume=member_resume,
+                run=member_run,
             )
         except RunDiverged:
             diverged.append(member.name)
             continue
         except RunInterrupted as err:  # resumed as a population, not as the member alone
+            if run.pending:  # before any checkpoint: nothing stays (the message says so)
+                run.discard()
+                raise
             message = str(err).replace(f"--resume {path}", f"--resume {folder}")
             raise RunInterrupted(f"{member.name}: {message}") from None
+        except BaseException:
+            if run.pending:
+                run.discard()
+            raise
         results[member.name] = result
         speeds.append(result.summary["tokens_per_sec_median"])
+    run.promote()  # (when every member diverged before its first checkpoint)
     return finish(pc, results, diverged, float(np.median(speeds)) if speeds else 0.0, folder)
 
 
@@ -217,6 +240,8 @@ def check(pc: PopulationConfig, resume: bool) -> None:
     if resume:
         if not rundir.is_population_dir(path):
             raise ConfigError(f"--resume {path}: no {rundir.POPULATION} there: nothing to resume")
+        for folder in (path, *(path / m.name for m in pc.members if (path / m.name).is_dir())):
+            rundir.check_writable(folder, "--resume")
         return
     rundir.check_run_dir(path, pc.base.overwrite)
     names = [m.name for m in pc.members]
@@ -247,14 +272,80 @@ def resume_population(path: str | Path, section: str, given: dict[str, Any]) -> 
     for name, value in given.items():
         if value is None or name in RESUMABLE or name in ("out", "command", "overwrite"):
             continue
+        if name == "data_path":  # given on purpose: checked by its vocabulary (start)
+            continue
         if name not in member_values and getattr(pc.base, name) != value:
             raise ConfigError(
                 f"--resume {path}: {name} {value!r} conflicts with the population's {name} "
                 f"{getattr(pc.base, name)!r}; a resumed run keeps its settings: drop the flag"
             )
     changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
-    return PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
-                            pc.members)  # fmt: skip
+    if given.get("data_path") is not None:  # another text on purpose: its SHA-1 recorded anew
+        changes.update(data_path=given["data_path"], data_sha1=None)
+    pc = PopulationConfig(replace(pc.base, out=str(path), overwrite=False, **changes),
+                          pc.members)  # fmt: skip
+    done = done_epochs(pc)
+    total = pc.base.num_epochs
+    if max(done.values(), default=0) > total:
+        name, most = max(done.items(), key=lambda item: item[1])
+        raise ConfigError(
+            f"--resume {path}: member {name} has done {most} epochs, more than --epochs {total}: "
+            f"a resumed population only trains further; pass --epochs N with N >= {most}"
+        )
+    if done and min(done.values()) >= total and _finished(pc):
+        raise ConfigError(
+            f"--resume {path}: every member has done its {total} epochs: nothing to resume; "
+            f"pass --epochs N with N > {total} to train them further"
+        )
+    return pc
+
+
+def done_epochs(pc: PopulationConfig) -> dict[str, int]:
+    """The epochs each member of the population in ``pc.path`` has saved, its checkpoints read
+    whole (JAX: the population's own ``population.<process>.npz``; numpy, torch: each member's
+    ``checkpoint.npz``; a member without one has done none).
+
+    Raises:
+        ConfigError: a checkpoint that does not read (truncated, damaged, unreadable), named.
+    """
+    from numpy_ref.checkpoint import CheckpointError, load_checkpoint
+
+    path = pc.path
+    if pc.base.impl == "jax":
+        found = sorted(path.glob("population.*.npz"))
+        if not found:
+            raise ConfigError(
+                f"--resume {path}: no population.0.npz there (the population stopped before its "
+                f"first checkpoint): nothing to resume; start it anew with --overwrite"
+            )
+        done: dict[str, int] = {}
+        for file in found:
+            epoch, _, members = read_population_checkpoint(file)
+            done.update({m["name"]: epoch for m in members if m["name"] is not None})
+        return done
+    done = {}
+    for member in pc.members:
+        file = path / member.name / rundir.CHECKPOINT
+        if not file.exists():
+            continue
+        try:
+            done[member.name] = load_checkpoint(file).epoch
+        except (CheckpointError, OSError) as err:
+            raise ConfigError(f"--resume {path}: member {member.name}: {err}") from None
+    return done
+
+
+def _finished(pc: PopulationConfig) -> bool:
+    """Whether the population's aggregate ``summary.json`` describes its members as they are."""
+    from experiments.run.runner import load_finished
+
+    if not (pc.path / rundir.SUMMARY).is_file():
+        return False
+    for member in pc.members:
+        result = load_finished(pc.path / member.name)
+        if result is not None and len(result.history) != pc.base.num_epochs:
+            return False
+    return True
 
 
 def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
@@ -269,6 +360,47 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     check(pc, resume)
     backend = make_backend(pc.base)
     data = load_data(pc.base)
+    if resume:
+        from experiments.run.runner import check_resumed_corpus
+
+        saved = [pc.path / m.name / rundir.CHECKPOINT for m in pc.members]
+        for checkpoint in [file for file in saved if file.is_file()][:1]:
+            check_resumed_corpus(pc.base, data, checkpoint)
     members = len(pc.members) if pc.base.impl == "jax" else 1
     check_memory(pc.base, len(data.vocab), members)
     return backend, data
+
+
+def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
+    """One process's part of the population checkpoint: the epoch, the members' parameters and
+    their records (name, alive, rng_state, history).
+
+    Raises:
+        ConfigError: the file does not read (truncated, damaged, unreadable), in one line.
+    """
+    import json
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["__metadata__"][()]))
+            arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
+        epoch, members = int(meta["epoch"]), list(meta["members"])
+        for m in members:
+            m["name"], m["alive"], m["history"], m["rng_state"]  # noqa: B018 (present)
+    except PermissionError:
+        raise ConfigError(
+            f"--resume: {path} cannot be read (permission denied): give yourself read access "
+            f"(chmod u+r)"
+        ) from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise ConfigError(
+            f"--resume: {path} is not a readable population checkpoint (truncated or damaged: "
+            f"{type(err).__name__}); start the population anew with --overwrite"
+        ) from None
+    params = []
+    for k in range(len(meta["members"])):
+        prefix = f"members.{k}."
+        params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
+                                        if key.startswith(prefix)}))  # fmt: skip
+    return epoch, params, members

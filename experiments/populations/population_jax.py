@@ -19,19 +19,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.populations.population import SPREAD, PopulationConfig, PopulationResult, finish
+from experiments.populations.population import (
+    SPREAD,
+    PopulationConfig,
+    PopulationResult,
+    finish,
+    read_population_checkpoint,
+)
 from experiments.run import loop, rundir
 from experiments.run.loop import RunDiverged, RunWriteError
 from experiments.run.records import EpochRecord
 from experiments.run.runner import load_finished, model_spec, title
 from numpy_ref.atomic import atomic_write
 from numpy_ref.data import SeqDataLoader
-from numpy_ref.spec import flatten_params, init_params, unflatten_params
+from numpy_ref.spec import flatten_params, init_params
 
 
 def checkpoint_name(process: int) -> str:
@@ -46,29 +53,17 @@ def _save_population(path: Path, epoch: int, params: list[Any], members: list[di
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def _load_population(path: Path) -> tuple[int, list[Any], list[dict]]:
-    with np.load(path, allow_pickle=False) as archive:
-        meta = json.loads(str(archive["__metadata__"][()]))
-        arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
-    params = []
-    for k in range(len(meta["members"])):
-        prefix = f"members.{k}."
-        params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
-                                        if key.startswith(prefix)}))  # fmt: skip
-    return meta["epoch"], params, meta["members"]
-
-
 def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rundir.RunDir:
     """The population's directory: staged over an earlier result in one process; new across
     processes (no staging there)."""
     import jax
 
     if resume:
-        return rundir.RunDir(pc.path, staged=False, names=names)
+        return rundir.RunDir.resumed(pc.path, names=names)
     if jax.process_count() == 1:
         return rundir.RunDir.create(pc.path, pc.base.overwrite, names=names)
     if jax.process_index() == 0:
-        rundir.RunDir.create(pc.path, overwrite=False, names=names)
+        rundir.RunDir.create(pc.path, overwrite=False, names=names, stage=False)
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("rnn-lm: run directory created")
@@ -102,6 +97,8 @@ def run_jax_population(
     other members finished, when some diverged) or RunWriteError."""
     import jax
 
+    if pc.base.data_sha1 is None:  # the text trained on, recorded
+        pc = PopulationConfig(replace(pc.base, data_sha1=data.sha1), pc.members)
     base, process = pc.base, jax.process_index()
     spec = model_spec(base, len(data.vocab))
     place = _placement(pc, backend)
@@ -116,15 +113,18 @@ def run_jax_population(
                for m in settings]  # fmt: skip
     ckpt = run.folder / checkpoint_name(process)
     if resume:
-        done, params, saved = _load_population(ckpt)
+        done, params, saved = read_population_checkpoint(ckpt)
         for m, info in zip(members, saved, strict=True):
             m.history = [EpochRecord.from_dict(h) for h in info["history"]]
             m.alive = info["alive"]
             m.loader.rng.bit_generator.state = info["rng_state"]
+        if process == 0:  # the aggregate described the members as they were: written at the end
+            for name in (rundir.SUMMARY, SPREAD):
+                (run.folder / name).unlink(missing_ok=True)
     else:
         done, params = 0, [init_params(spec, m.config.seed, np.float32) for m in members]
-        if process == 0:
-            rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
+    if process == 0:  # the epochs asked (more on --resume)
+        rundir.write_json(run.folder / rundir.POPULATION, pc.to_dict())
 
     def save_group(epoch: int, params: list[Any], members: list[loop.Member]) -> None:
         info = [{"name": None if m.folder is None else m.folder.name, "alive": m.alive,

@@ -102,7 +102,8 @@ class RunConfig:
     device: str | None = None  # None: the book's try_gpu() (first GPU, else CPU)
     torch_model: str = "concise"
     overwrite: bool = False
-    data_path: str | None = None  # corpus file; None: $RNN_LM_DATA_DIR, cache, download
+    data_path: str | None = None  # corpus file, absolute; None: $RNN_LM_DATA_DIR, cache, download
+    data_sha1: str | None = None  # SHA-1 of the text trained on (recorded when the run starts)
     predict_every: int = 10  # epochs between two printed continuations of "time traveller"
     num_preds: int = 50
     checkpoint_every: int = 10  # epochs between checkpoints (also after epoch 1 and the last)

@@ -10,6 +10,7 @@ on the command line (which must agree with the run's saved setting) from one lef
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, NoReturn
 
 from experiments.run import runtime
@@ -295,7 +296,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "val_fraction": args.val_fraction,
         "torch_model": args.torch_model,
-        "data_path": args.data,
+        "data_path": None if args.data is None else os.path.abspath(args.data),
         "gru_reset": getattr(args, "gru_reset", None),
         "checkpoint_every": args.checkpoint_every,
         "val_every": args.val_every,

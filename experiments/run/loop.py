@@ -268,8 +268,9 @@ def _interrupted(
 def interrupted_early(run: rundir.RunDir, epoch: int) -> RunInterrupted:
     """A run stopped before its first epoch was complete: nothing to save; an earlier result in
     its directory stays as it was."""
-    kept = "the earlier result there is kept" if run.staged else "nothing was saved"
-    run.discard()
+    kept = "the earlier result there is kept" if run.earlier else "nothing was saved"
+    if run.pending:
+        run.discard()
     return RunInterrupted(
         f"interrupted during epoch {epoch}, before any epoch was complete: {kept}"
     )
@@ -281,9 +282,9 @@ def _diverged(
     run = loop.run
     if saved > 0:
         kept = f"the last good checkpoint (epoch {saved}) is kept in {run.path}"
-    elif run.staged:
+    elif run.pending:
         run.discard()
-        kept = f"the earlier result in {run.path} is kept"
+        kept = f"the earlier result in {run.path} is kept" if run.earlier else "nothing was saved"
     else:
         kept = f"no epoch was saved; {rundir.METRICS} in {run.path} records the divergence"
     why = "" if config.max_perplexity is not None else " (4 x the vocabulary size)"

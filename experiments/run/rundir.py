@@ -6,9 +6,12 @@ A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), `
 temporary file in the same folder and moved into place with ``os.replace``, so a reader (or a
 crash) never sees half a file.
 
-A new run in a folder that holds an earlier result (``--overwrite``) writes into ``DIR/.incoming``
-until its first checkpoint, then moves its files over the old ones (:meth:`RunDir.promote`): if
-it dies, diverges or is interrupted before that, the earlier result is untouched.
+A new run writes into ``DIR/.incoming`` until its first checkpoint, then moves its files into
+``DIR`` (:meth:`RunDir.promote`), over an earlier result of either kind (``--overwrite``), which
+it replaces whole: if it dies, diverges or is interrupted before that, an earlier result is
+untouched and a new folder is left as it was (empty, or absent), so that a plain rerun is not
+refused; what ``kill -9`` leaves (``.incoming``, temporary files) is cleaned by the next run or
+resume (:func:`clean`). One process at a time writes a run directory (:func:`locked`).
 
 Strict JSON has no NaN or infinity (Python would write ``NaN``/``Infinity``, which other readers
 reject): such floats are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (``float()``
@@ -17,13 +20,17 @@ reads them back), so that ``null`` keeps meaning "not measured" (e.g. validation
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import math
 import os
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +44,11 @@ SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.npz"
 RUN_FILES = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT)
 STAGING = ".incoming"
+LOCK = ".lock"  # held by the one process that writes the run directory (:func:`locked`)
 RUN_FORMAT = "rnn-lm run"  # config.json's "format"
 POPULATION = "population.json"  # a population's directory: its members, one run directory each
 POPULATION_FORMAT = "rnn-lm population"
+SPREAD = "spread.png"  # a population's plot of its members' spread
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -124,7 +133,112 @@ def is_run_dir(path: Path) -> bool:
 
 
 def _has_content(path: Path) -> bool:
-    return path.is_dir() and any(p.name != STAGING for p in path.iterdir())
+    return path.is_dir() and any(
+        p.name != STAGING and not p.name.startswith(LOCK) for p in path.iterdir()
+    )
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str], create: bool = True, name: str = LOCK) -> Iterator[None]:
+    """Hold the exclusive lock of the run directory ``path`` for the ``with`` block.
+
+    The lock is ``fcntl.flock`` on ``path/.lock``, which names its holder (process, host,
+    command); the kernel releases it when the holder ends, however it ends, so the lock of a
+    dead process is simply taken over. A folder made here for the lock (``create``) is removed
+    again on the way out if nothing else was written into it.
+
+    Args:
+        path: the run directory.
+        create: make the folder when it is missing (a new run); else (``--resume``) a missing
+            folder is not locked (the resume itself reports it).
+        name: the lock file (one per process of a population across processes).
+
+    Raises:
+        ConfigError: another process holds the lock (named), or the folder is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir() or not path.exists() and not create:
+        yield  # refused, or reported, by the checks of the run directory
+        return
+    made = next((p for p in (path, *path.parents) if p.parent.exists()), path)
+    made = None if path.exists() else made  # the topmost folder this makes
+    flag = "--resume" if not create else "--out"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path / name)
+    except OSError as err:
+        _remove_made(path, made, name)
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"{flag} {path} is not writable ({reason}): choose a folder you can write to"
+        ) from None
+    except ConfigError:
+        _remove_made(path, made, name)
+        raise
+    try:
+        yield
+    finally:
+        _remove_made(path, made, name)
+        os.close(fd)  # releases the lock
+
+
+def _acquire(file: Path) -> int:
+    """Open and lock ``file`` (ConfigError naming the holder if another process holds it)."""
+    while True:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"run directory {file.parent} is in use by {holder}: wait until it ends, or "
+                f"choose another --out"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(file).st_ino
+        except FileNotFoundError:  # removed by the holder that just ended: lock a new one
+            same = False
+        if same:
+            break
+        os.close(fd)
+    command = " ".join(sys.argv) if sys.argv and sys.argv[0] else "python"
+    holder = f"process {os.getpid()} on {socket.gethostname()} ({command})"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode("utf-8") + b"\n", 0)
+    return fd
+
+
+def _remove_made(path: Path, made: Path | None, name: str) -> None:
+    """Remove the folders from ``path`` up to ``made`` made for the lock, if they hold nothing
+    else (an emptied staging folder included)."""
+    if made is None or _has_content(path):
+        return
+    with contextlib.suppress(OSError):
+        (path / STAGING).rmdir()
+    with contextlib.suppress(OSError):
+        (path / name).unlink(missing_ok=True)
+        for folder in (path, *path.parents):
+            folder.rmdir()
+            if folder == made:
+                break
+
+
+def check_writable(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse a folder this process cannot write (a temporary file is made and removed)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"{flag} {path} is not writable ({reason}): give yourself write access (chmod u+w) "
+            f"or copy the run directory somewhere you can write"
+        ) from None
 
 
 def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -151,31 +265,82 @@ def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return path
 
 
+def owned(path: Path) -> set[str]:
+    """What the run directory ``path`` holds of this project, whatever its kind: a single run's
+    files, a population's files and member folders (named by ``population.json``, or by their
+    pattern when it does not read)."""
+    names = {*RUN_FILES, POPULATION, SPREAD}
+    names |= {p.name for p in path.glob("population.*.npz")}
+    names |= {p.name for p in path.glob("seed*-lr*-theta*") if p.is_dir()}
+    found = _read_json(path / POPULATION)
+    if isinstance(found, dict) and isinstance(found.get("members"), list):
+        listed = [m.get("name") for m in found["members"] if isinstance(m, dict)]
+        names |= {n for n in listed if isinstance(n, str) and n.strip(".") and "/" not in n}
+    return names
+
+
+def clean(path: Path) -> None:
+    """Remove what a process killed with ``kill -9`` left: the staging folder and the
+    temporary files of atomic writes (``.checkpoint.npz.<pid>.<hex>.tmp``), in ``path`` and in
+    its member folders. Only the lock's holder calls it, so no other writer owns them."""
+    shutil.rmtree(path / STAGING, ignore_errors=True)
+    names = owned(path)
+    for folder in (path, *(path / n for n in names if (path / n).is_dir())):
+        for tmp in folder.glob(".*.tmp"):
+            if any(tmp.name.startswith(f".{n}.") for n in (*RUN_FILES, *names)):
+                tmp.unlink(missing_ok=True)
+
+
 class RunDir:
-    """Where a run writes: the run directory, or its staging folder until the first checkpoint.
+    """Where a run writes: its staging folder until its first checkpoint, then the directory.
+
+    A new run writes into ``path/.incoming`` (:meth:`create`) and moves its files into ``path``
+    at its first checkpoint (:meth:`promote`), replacing an earlier result of either kind
+    whole; stopped before, it leaves nothing (:meth:`discard`). A member of a population that is
+    still staged writes into the population's staging folder (``parent``), and its first
+    checkpoint promotes the population.
 
     Args:
         path: the run directory.
-        staged: write into ``path/.incoming`` until :meth:`promote` (a new run over an earlier
-            result); else straight into ``path``.
+        staged: write into ``path/.incoming`` until :meth:`promote`; else straight into ``path``.
+        names: what the run owns, its checkpoint first (files or folders).
+        earlier: ``path`` holds an earlier result (replaced at :meth:`promote`).
+        parent: the staged population this member's folder is in.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], staged: bool, names: tuple[str, ...] = RUN_FILES
+        self,
+        path: str | os.PathLike[str],
+        staged: bool,
+        names: tuple[str, ...] = RUN_FILES,
+        earlier: bool = False,
+        parent: RunDir | None = None,
     ) -> None:
         self.path = Path(path)
         self.staged = staged
-        self.names = names  # what the run owns, the checkpoint first (files or folders)
+        self.names = names
+        self._earlier = earlier
+        self.parent = parent
+        self.made = False  # ``path`` was made by :meth:`create` (removed again by discard)
 
     @classmethod
     def create(
-        cls, path: str | os.PathLike[str], overwrite: bool, names: tuple[str, ...] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        overwrite: bool,
+        names: tuple[str, ...] | None = None,
+        stage: bool = True,
     ) -> RunDir:
-        """Check ``path`` (:func:`check_run_dir`), create it, prove it writable."""
+        """Check ``path`` (:func:`check_run_dir`), clean what a killed run left, make the
+        staging folder (``stage``; not across processes, which share the directory), prove it
+        writable."""
         path = check_run_dir(path, overwrite)
-        run = cls(path, staged=_has_content(path), names=names or (CHECKPOINT, *RUN_FILES))
+        run = cls(path, staged=stage, names=names or (CHECKPOINT, *RUN_FILES),
+                  earlier=_has_content(path))  # fmt: skip
+        run.made = not path.exists()
         try:
-            shutil.rmtree(path / STAGING, ignore_errors=True)  # a crashed run's leftovers
+            if path.is_dir():
+                clean(path)
             run.folder.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=run.folder)
             os.close(fd)
@@ -187,6 +352,27 @@ class RunDir:
             ) from None
         return run
 
+    @classmethod
+    def member(cls, parent: RunDir, name: str) -> RunDir:
+        """The folder of member ``name`` inside the staged population ``parent``."""
+        return cls(parent.folder / name, staged=False, parent=parent)
+
+    @classmethod
+    def resumed(cls, path: str | os.PathLike[str], names: tuple[str, ...] = RUN_FILES) -> RunDir:
+        """A run directory continued by ``--resume``: written in place, cleaned first."""
+        clean(Path(path))
+        return cls(path, staged=False, names=names)
+
+    @property
+    def earlier(self) -> bool:
+        """Whether an earlier result stays in ``path`` until :meth:`promote`."""
+        return self.parent.earlier if self.parent is not None else self._earlier
+
+    @property
+    def pending(self) -> bool:
+        """Whether nothing of this run is in ``path`` yet (it, or its population, is staged)."""
+        return self.parent.pending if self.parent is not None else self.staged
+
     @property
     def folder(self) -> Path:
         """The folder the run's files go to now."""
@@ -196,26 +382,44 @@ class RunDir:
         return self.folder / name
 
     def promote(self) -> None:
-        """Replace the earlier result by the files written so far; write in place from now on.
+        """Replace the earlier result, whatever its kind, by the files written so far; write in
+        place from now on.
 
-        The checkpoint moves first (it holds the config and the history: a crash in between
-        leaves a directory that resumes), the old summary goes, since it described the old run.
+        The checkpoint moves first (it holds the config and the history), then everything the
+        earlier result owned goes (:func:`owned`: a population's members and population.json
+        under a single run, a single run's checkpoint and config under a population, an old
+        summary), then the rest moves.
         """
+        if self.parent is not None:
+            if self.parent.pending:
+                self.parent.promote()
+                self.path = self.parent.path / self.path.name
+            return
         if not self.staged:
             return
         staged = self.folder
-        for name in dict.fromkeys(self.names):
-            old = self.path / name
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old)
-            if (staged / name).exists():
-                os.replace(staged / name, old)
+        new = [name for name in dict.fromkeys(self.names) if (staged / name).exists()]
+        old = owned(self.path) | set(self.names)
+        for name in new[:1] + sorted(old - set(new)) + new[1:]:
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            if name in new:
+                os.replace(staged / name, target)
             else:
-                old.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)
         shutil.rmtree(staged, ignore_errors=True)
         self.staged = False
 
     def discard(self) -> None:
-        """Drop the staged files: the earlier result stays as it was."""
+        """Drop the staged files: an earlier result stays as it was, a new folder goes (a
+        member's: its own folder; its population decides about the rest)."""
+        if self.parent is not None:
+            if self.parent.pending:
+                shutil.rmtree(self.path, ignore_errors=True)
+            return
         if self.staged:
             shutil.rmtree(self.folder, ignore_errors=True)
+            if self.made:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()

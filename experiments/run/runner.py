@@ -23,6 +23,7 @@ after that epoch, so the continuation is bit-identical on the same device.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -37,6 +38,7 @@ from experiments.run.config import SECTIONS, ConfigError, RunConfig, validate
 from experiments.run.loop import RunWriteError
 from experiments.run.records import EpochRecord, RunResult
 from numpy_ref.checkpoint import CheckpointError, load_checkpoint
+from numpy_ref.corpus import find_time_machine
 from numpy_ref.data import SeqDataLoader, load_corpus_time_machine, min_corpus_length, split_corpus
 from numpy_ref.spec import ModelSpec, init_params
 
@@ -50,6 +52,8 @@ class Data:
     train: SeqDataLoader
     val_corpus: np.ndarray | None
     vocab: Any
+    file: Path | None = None  # the text read
+    sha1: str | None = None  # its SHA-1
 
     def val_loader(self, config: RunConfig) -> SeqDataLoader | None:
         if self.val_corpus is None:
@@ -63,7 +67,9 @@ def load_data(config: RunConfig) -> Data:
     """Training loader over the first ``max_tokens`` of the training part, validation corpus."""
     data_flag = f"--data {config.data_path}" if config.data_path else "the corpus"
     try:
-        corpus, vocab = load_corpus_time_machine(path=config.data_path)
+        file = find_time_machine(config.data_path)
+        corpus, vocab = load_corpus_time_machine(path=file)
+        sha1 = file_sha1(file)
     except (OSError, RuntimeError, ValueError) as err:  # not found, unreadable, not a text
         raise ConfigError(str(err)) from None
     val = None
@@ -91,7 +97,42 @@ def load_data(config: RunConfig) -> Data:
     loader = SeqDataLoader(
         train, config.batch_size, config.num_steps, config.loader_random, config.seed
     )
-    return Data(loader, val, vocab)
+    return Data(loader, val, vocab, Path(file).resolve(), sha1)
+
+
+def file_sha1(path: str | Path) -> str:
+    """The SHA-1 of a file's bytes, read in chunks."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_resumed_corpus(config: RunConfig, data: Data, checkpoint: Path) -> None:
+    """A resumed run reads the text it was trained on: the same SHA-1 unless ``--data`` was
+    given on purpose (then ``config.data_sha1`` is None), and in any case the same vocabulary.
+
+    Raises:
+        ConfigError: another text (its SHA-1 differs), or another vocabulary, in one line.
+    """
+    run = Path(config.out)
+    if config.data_sha1 is not None and data.sha1 != config.data_sha1:
+        raise ConfigError(
+            f"--resume {run}: the corpus {data.file} is not the text the run was trained on "
+            f"(SHA-1 {data.sha1[:12]}, the run's {config.data_sha1[:12]}): give the run's text, "
+            f"or --data {data.file} to go on with this one on purpose"
+        )
+    try:
+        saved = load_checkpoint(checkpoint)
+    except (OSError, CheckpointError) as err:
+        raise ConfigError(f"--resume {run}: {err}") from None
+    if saved.vocab != data.vocab:
+        raise ConfigError(
+            f"--resume {run}: the corpus {data.file} has another vocabulary than the run's "
+            f"({len(data.vocab)} tokens, the run's {len(saved.vocab)}, or in another order): "
+            f"resume with the text the run was trained on"
+        )
 
 
 def model_spec(config: RunConfig, vocab_size: int) -> ModelSpec:
@@ -117,6 +158,9 @@ def start(config: RunConfig, resume: bool = False) -> tuple[Backend, Data]:
         rundir.check_run_dir(config.out, config.overwrite)
     backend = make_backend(config)
     data = load_data(config)
+    if resume:
+        rundir.check_writable(config.out, "--resume")
+        check_resumed_corpus(config, data, Path(config.out) / rundir.CHECKPOINT)
     runtime.check_memory(config, len(data.vocab))
     return backend, data
 
@@ -149,6 +193,8 @@ def resume_config(path: str | Path, section: str, given: dict[str, Any]) -> RunC
     for name, value in given.items():
         if value is None or name in RESUMABLE or name in ("out", "command", "overwrite"):
             continue
+        if name == "data_path":  # given on purpose: checked by its vocabulary (start)
+            continue
         if getattr(saved, name) != value:
             raise ConfigError(
                 f"--resume {path}: {name} {value!r} conflicts with the run's {name} "
@@ -157,12 +203,18 @@ def resume_config(path: str | Path, section: str, given: dict[str, Any]) -> RunC
             )
     changes = {k: given[k] for k in RESUMABLE if given.get(k) is not None}
     total = changes.get("num_epochs", saved.num_epochs)
-    if ckpt.epoch >= total:
+    unfinished = ckpt.epoch == total and load_finished(path) is None  # (a write failed at the end)
+    if ckpt.epoch > total or ckpt.epoch == total and not unfinished:
         raise ConfigError(
             f"--resume {path}: the run has done {ckpt.epoch} of its {total} epochs: nothing to "
             f"resume; pass --epochs N with N > {ckpt.epoch} to train it further"
+            if ckpt.epoch == total
+            else f"--resume {path}: the run has done {ckpt.epoch} epochs, more than --epochs "
+            f"{total}: a resumed run only trains further; pass --epochs N with N > {ckpt.epoch}"
         )
     resumed_at = (*saved.resumed_at, ckpt.epoch)
+    if given.get("data_path") is not None:  # another text on purpose: its SHA-1 recorded anew
+        changes.update(data_path=given["data_path"], data_sha1=None)
     return replace(saved, out=str(path), overwrite=False, resumed_at=resumed_at, **changes)
 
 
@@ -172,6 +224,7 @@ def run_experiment(
     checked: tuple[Backend, Data] | None = None,
     stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    run: rundir.RunDir | None = None,
 ) -> RunResult:
     """Train ``config``'s model from ``init_params(spec, config.seed)`` (or, with ``resume``,
     from the checkpoint in ``config.out``) and write its run directory: the host loop
@@ -184,6 +237,7 @@ def run_experiment(
         stop: polled between chunks of minibatches; True ends the run with
             :class:`RunInterrupted`.
         resume: continue the run saved in ``config.out`` (see :func:`resume_config`).
+        run: where to write, when not ``config.out`` as it is (a member of a staged population).
 
     Returns:
         The :class:`RunResult`; the same figures are in the run directory's files.
@@ -192,15 +246,17 @@ def run_experiment(
         RunInterrupted, RunDiverged, RunWriteError: the run ended early (module docstring).
     """
     backend, data = checked if checked is not None else start(config, resume)
+    if config.data_sha1 is None:
+        config = replace(config, data_sha1=data.sha1)
     spec = model_spec(config, len(data.vocab))
     member = loop.Member(config, Path(), data.train)
     if resume:
-        run = rundir.RunDir(config.out, staged=False)
+        run = rundir.RunDir.resumed(config.out)
         ckpt = load_checkpoint(run.file(rundir.CHECKPOINT), spec=spec, vocab=data.vocab)
         params, member.history = ckpt.params, [EpochRecord.from_dict(h) for h in ckpt.history]
         data.train.rng.bit_generator.state = ckpt.rng_state
     else:
-        run = rundir.RunDir.create(config.out, config.overwrite)
+        run = run or rundir.RunDir.create(config.out, config.overwrite)
         params = init_params(spec, config.seed, np.float32)
     val = None if data.val_corpus is None else (lambda: [data.val_loader(config)])
     context = loop.Loop(run, spec, data.vocab, val, title)

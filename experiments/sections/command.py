@@ -23,13 +23,15 @@ traceback:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.run import signals
+from experiments.run import rundir, signals
 from experiments.run.cli import EXIT_FAILED, fail, run_with_progress, stopped
 from experiments.run.config import SECTIONS, ConfigError, default_run_dir, section_config
 
@@ -51,24 +53,53 @@ def main(section: str, argv: Sequence[str] | None = None) -> int:
 
 def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.StopFlag) -> int:
     from experiments.populations import population
-    from experiments.populations.runner import run_population_with_progress
     from experiments.run import flags, runtime
-    from experiments.run.loop import RunStopped
     from experiments.run.runner import start
 
-    try:
-        args = flags.build_parser(section).parse_args(argv)
-        runtime.configure(args)  # threads and the compilation cache, before any compute
-        configs, resume = configs_from_args(section, args, command_line(section, argv))
-        _start_processes(args, configs)
-        checked = [
-            population.start(c, resume)
-            if isinstance(c, population.PopulationConfig)
-            else start(c, resume)
-            for c in configs
-        ]
-    except ConfigError as err:
-        return fail(prog, str(err))
+    with contextlib.ExitStack() as locks:  # every run directory, for the command's whole life
+        try:
+            args = flags.build_parser(section).parse_args(argv)
+            runtime.configure(args)  # threads and the compilation cache, before any compute
+            coordinated = bool(args.coordinator or os.environ.get("RNN_LM_COORDINATOR"))
+            if args.resume is not None and not coordinated:  # before the run is read
+                locks.enter_context(rundir.locked(args.resume, create=False))
+            configs, resume = configs_from_args(section, args, command_line(section, argv))
+            _start_processes(args, configs)
+            if coordinated or not resume:
+                name = rundir.LOCK + (f".{_process_index()}" if coordinated else "")
+                for c in configs:
+                    out = c.path if isinstance(c, population.PopulationConfig) else c.out
+                    locks.enter_context(rundir.locked(out, create=not resume, name=name))
+            checked = [
+                population.start(c, resume)
+                if isinstance(c, population.PopulationConfig)
+                else start(c, resume)
+                for c in configs
+            ]
+        except ConfigError as err:
+            return fail(prog, str(err))
+        return _train(configs, checked, resume, section, prog, stop)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _train(
+    configs: list[Any],
+    checked: list[Any],
+    resume: bool,
+    section: str,
+    prog: str,
+    stop: signals.StopFlag,
+) -> int:
+    """Train every run of the command, one after the other, printing the book's lines."""
+    from experiments.populations import population
+    from experiments.populations.runner import run_population_with_progress
+    from experiments.run.loop import RunStopped
+
     if stop():
         print(f"{prog}: {stop.name} during start-up: nothing was written", file=sys.stderr)
         return stop.exit_code
@@ -94,8 +125,6 @@ def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.Stop
 
 def _start_processes(args: Any, configs: list[Any]) -> None:
     """JAX's multi-process runtime, when ``--coordinator`` or ``$RNN_LM_COORDINATOR`` ask."""
-    import os
-
     if not (args.coordinator or os.environ.get("RNN_LM_COORDINATOR")):
         return
     if any(getattr(c, "base", c).impl != "jax" or not hasattr(c, "members") for c in configs):
@@ -135,11 +164,24 @@ def configs_from_args(
         given = {**base, "iter": args.iter, "out": args.out}
         if args.iter == "both":
             raise ConfigError("--resume continues one run directory: drop --iter both")
-        from experiments.run.rundir import is_population_dir
+        from experiments.run.rundir import POPULATION, is_population_dir
 
-        if is_population_dir(Path(args.resume)):
-            return [resume_population(args.resume, section, given)], True
-        return [resume_config(args.resume, section, given)], True
+        if is_population_dir(Path(args.resume)) or (Path(args.resume) / POPULATION).exists():
+            pc = resume_population(args.resume, section, given)
+            _check_out(args)
+            _check_members(pc, args)
+            return [pc], True
+        config = resume_config(args.resume, section, given)  # (what it cannot resume, first)
+        lists = [flag for flag, value in (("--seeds", args.seeds), ("--lr", args.lr),
+                                          ("--theta", args.theta))
+                 if value is not None and (flag == "--seeds" or len(value) > 1)]  # fmt: skip
+        if lists:
+            raise ConfigError(
+                f"--resume {args.resume} continues a single run: {' and '.join(lists)} would make "
+                f"a population; drop {'them' if len(lists) > 1 else 'it'}"
+            )
+        _check_out(args)
+        return [config], True
     iter_ = args.iter or ("both" if len(SECTIONS[section].iters) > 1 else "seq")
     iters = ("seq", "random") if iter_ == "both" else (iter_,)
     base["command"] = command
@@ -159,6 +201,32 @@ def configs_from_args(
             config = PopulationConfig(config, tuple(members))
         configs.append(config)
     return configs, False
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` given to ``--resume DIR`` must be DIR (a resumed run is written in place)."""
+    if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConfigError(
+            f"--resume {args.resume} continues the run in {args.resume}; --out {args.out} is "
+            f"another folder: drop --out (or copy the run directory there and resume that)"
+        )
+
+
+def _check_members(pc: Any, args: argparse.Namespace) -> None:
+    """``--seed(s)``, ``--lr`` and ``--theta`` given to ``--resume`` of a population must name
+    its members' values (a resumed population keeps its members)."""
+    members = {"--seeds": {m.seed for m in pc.members}, "--lr": {m.lr for m in pc.members},
+               "--theta": {m.theta for m in pc.members}}  # fmt: skip
+    given = {"--seeds": args.seeds if args.seeds is not None else
+             (None if args.seed is None else [args.seed]),
+             "--lr": args.lr, "--theta": args.theta}  # fmt: skip
+    for flag, values in given.items():
+        if values is not None and set(values) != members[flag]:
+            have = ",".join(f"{v:g}" for v in sorted(members[flag]))
+            raise ConfigError(
+                f"--resume {pc.path}: {flag} {','.join(f'{v:g}' for v in values)} differs from the "
+                f"population's {have}; a resumed population keeps its members: drop {flag}"
+            )
 
 
 def command_line(section: str, argv: Sequence[str] | None) -> str:
