@@ -387,7 +387,8 @@ def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
             arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
         epoch, members = int(meta["epoch"]), list(meta["members"])
         for m in members:
-            m["name"], m["alive"], m["history"], m["rng_state"]  # noqa: B018 (present)
+            if not {"name", "alive", "history", "rng_state"} <= m.keys():
+                raise KeyError("a member's record")
     except PermissionError:
         raise ConfigError(
             f"--resume: {path} cannot be read (permission denied): give yourself read access "
