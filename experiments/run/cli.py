@@ -8,8 +8,9 @@ stderr, never a traceback:
 - 2 bad input (a flag, a missing optional package, a corpus, an unusable ``--out`` or
   ``--resume``), before anything is written;
 - 3 diverged: a non-finite or too high training perplexity (the last good checkpoint is kept);
-- 130 / 143 interrupted by SIGINT / SIGTERM: the minibatch under way is finished and the last
-  completed epoch saved; the line gives the command that resumes the run;
+- 130 / 143 interrupted by SIGINT / SIGTERM: the chunk of minibatches under way (numpy, torch:
+  the minibatch) ends and the last completed epoch is saved; the line gives the command that
+  resumes the run;
 - 1 anything else, e.g. a file that could not be written (the last checkpoint is intact).
 """
 

@@ -227,18 +227,21 @@ def _remove_made(path: Path, made: Path | None, name: str) -> None:
                 break
 
 
-def check_writable(path: str | os.PathLike[str], flag: str) -> None:
-    """Refuse a folder this process cannot write (a temporary file is made and removed)."""
+RESUME_FIX = (
+    "give yourself write access (chmod u+w) or copy the run directory somewhere you can write"
+)
+
+
+def check_writable(path: str | os.PathLike[str], flag: str, fix: str = RESUME_FIX) -> None:
+    """Refuse a folder this process cannot write (a temporary file is made and removed); the
+    message names ``flag`` and ``fix``."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
         os.close(fd)
         os.remove(probe)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise ConfigError(
-            f"{flag} {path} is not writable ({reason}): give yourself write access (chmod u+w) "
-            f"or copy the run directory somewhere you can write"
-        ) from None
+        raise ConfigError(f"{flag} {path} is not writable ({reason}): {fix}") from None
 
 
 def check_run_dir(path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -342,14 +345,12 @@ class RunDir:
             if path.is_dir():
                 clean(path)
             run.folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=run.folder)
-            os.close(fd)
-            os.remove(probe)
         except OSError as err:
             reason = err.strerror or type(err).__name__
             raise ConfigError(
                 f"--out {path} is not writable ({reason}): choose a folder you can write to"
             ) from None
+        check_writable(run.folder, "--out", "choose a folder you can write to")
         return run
 
     @classmethod

@@ -8,16 +8,8 @@ book prints (a continuation of "time traveller" every 10 epochs, then the perple
 line and two continuations) with a progress bar over epochs on stderr (quiet when stderr is not a
 terminal).
 
-Exit codes (:mod:`experiments.run.cli`); every ending but success is one line on stderr, never a
-traceback:
-
-- 0 done;
-- 2 bad input (a flag, a missing optional package, a corpus, an unusable ``--out`` or
-  ``--resume``), before anything is written;
-- 3 diverged: a non-finite or too high training perplexity (the last good checkpoint is kept);
-- 130 / 143 interrupted by SIGINT / SIGTERM: the minibatch under way is finished and the last
-  completed epoch saved; the line gives the command that resumes the run;
-- 1 anything else, e.g. a file that could not be written (the last checkpoint is intact).
+Exit codes: :mod:`experiments.run.cli`; every ending but success is one line on stderr, never a
+traceback.
 """
 
 from __future__ import annotations
