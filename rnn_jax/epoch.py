@@ -49,15 +49,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from numpy_ref.loops import EpochStats, perplexity_of
 from numpy_ref.population import max_batches, stack, unstack
 from numpy_ref.spec import ModelSpec, Params, begin_state
 from rnn_jax.cells import pack_layers, unpack_layers
 from rnn_jax.models import EVALUATE, mean_loss
-from rnn_jax.sharding import BATCH, MEMBER, global_array, local_rows
+from rnn_jax.sharding import Placement
 from rnn_jax.training import init_opt_state, train_step_fn
 
 Array = jax.Array
@@ -159,50 +158,6 @@ def eval_program(spec: ModelSpec) -> Any:
 
 
 # --- the host side ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the arrays of M members go.
-
-    ``mesh`` None: everything on ``device`` (None: JAX's default). With a mesh, ``member``
-    (default) splits the member axis over its ``member`` axis, each process putting the rows of
-    the members ``local`` it holds (``count`` members in all, padding included); ``batch``
-    replicates the (one) member's parameters and splits the rows of every minibatch and state
-    over the ``batch`` axis (data parallelism of one model).
-    """
-
-    mesh: Any = None
-    count: int = 1
-    local: range = range(1)
-    device: Any = None
-    split: str = "member"  # or "batch"
-
-    def put(self, local: Any, axis: int = 0, rows: int | None = None) -> Any:
-        """This process's members' arrays (member axis ``axis``) as global arrays; ``rows``:
-        the axis of the batch rows, split under data parallelism."""
-        if self.mesh is None:
-            return jax.device_put(jax.tree.map(np.asarray, local), self.device)
-        if self.split == "batch":
-            spec = [None] * (rows + 1) if rows is not None else []
-            if rows is not None:
-                spec[rows] = BATCH
-            return jax.device_put(
-                jax.tree.map(np.asarray, local), NamedSharding(self.mesh, P(*spec))
-            )
-
-        def put_one(x: np.ndarray) -> Array:
-            spec = P(*([None] * axis), MEMBER)
-            shape = (*x.shape[:axis], self.count, *x.shape[axis + 1 :])
-            return global_array(x, NamedSharding(self.mesh, spec), shape)
-
-        return jax.tree.map(put_one, local)
-
-    def rows(self, tree: Any) -> Any:
-        """This process's members' rows of (M, ...) arrays, as NumPy."""
-        if self.mesh is None or self.split == "batch":
-            return jax.tree.map(np.asarray, tree)
-        return local_rows(tree)
 
 
 @dataclass

@@ -10,13 +10,15 @@ Letters: M members, B batch.
   parameters are replicated, and XLA inserts the reduction of the gradients over devices.
 - Across hosts, :func:`initialize` starts JAX's multi-process runtime (``jax.distributed``); the
   mesh then spans every process's devices, and each process builds the global arrays from the rows
-  it holds (:func:`global_array`) and reads back its own rows (:func:`local_rows`).
+  it holds (:func:`global_array`) and reads back its own rows (:func:`local_rows`);
+  :class:`Placement` puts a group's arrays (rnn_jax.epoch) where one of these layouts wants them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -121,3 +123,47 @@ def local_rows(tree: Any) -> Any:
         return np.concatenate([unique[k] for k in sorted(unique)])
 
     return jax.tree.map(rows, tree)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the arrays of M members go.
+
+    ``mesh`` None: everything on ``device`` (None: JAX's default). With a mesh, ``member``
+    (default) splits the member axis over its ``member`` axis, each process putting the rows of
+    the members ``local`` it holds (``count`` members in all, padding included); ``batch``
+    replicates the (one) member's parameters and splits the rows of every minibatch and state
+    over the ``batch`` axis (data parallelism of one model).
+    """
+
+    mesh: Any = None
+    count: int = 1
+    local: range = range(1)
+    device: Any = None
+    split: str = "member"  # or "batch"
+
+    def put(self, local: Any, axis: int = 0, rows: int | None = None) -> Any:
+        """This process's members' arrays (member axis ``axis``) as global arrays; ``rows``:
+        the axis of the batch rows, split under data parallelism."""
+        if self.mesh is None:
+            return jax.device_put(jax.tree.map(np.asarray, local), self.device)
+        if self.split == "batch":
+            spec = [None] * (rows + 1) if rows is not None else []
+            if rows is not None:
+                spec[rows] = BATCH
+            return jax.device_put(
+                jax.tree.map(np.asarray, local), NamedSharding(self.mesh, P(*spec))
+            )
+
+        def put_one(x: np.ndarray) -> jax.Array:
+            spec = P(*([None] * axis), MEMBER)
+            shape = (*x.shape[:axis], self.count, *x.shape[axis + 1 :])
+            return global_array(x, NamedSharding(self.mesh, spec), shape)
+
+        return jax.tree.map(put_one, local)
+
+    def rows(self, tree: Any) -> Any:
+        """This process's members' rows of (M, ...) arrays, as NumPy."""
+        if self.mesh is None or self.split == "batch":
+            return jax.tree.map(np.asarray, tree)
+        return local_rows(tree)
