@@ -359,20 +359,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     if args.end_to_end:
         return _end_to_end(args, env, prog)
     if args.population:
-        from experiments.benchmarks import bench_population
-
-        per_call = bench_population.STEPS_PER_CALL
-        print(
-            f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
-            f"per call, median of {args.repeats} calls, interleaved\n"
-        )
-        results = bench_population.bench_populations(
-            args.configs, args.population, args.repeats, env["torch"] is not None, args.device
-        )
-        print(bench_population.format_table(results))
-        if args.json:
-            write_json(args.json, {"environment": env, "population": [asdict(r) for r in results]})
-        return 0
+        return _population(args, env)
     print(
         f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
         f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
@@ -428,4 +415,22 @@ def _end_to_end(args: argparse.Namespace, env: dict[str, Any], prog: str) -> int
             {**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency} for c in found
         ]
         write_json(args.json, {"environment": env, "end_to_end": rows})
+    return 0
+
+
+def _population(args: argparse.Namespace, env: dict[str, Any]) -> int:
+    """``--population``: a population's aggregate speed against PyTorch's runs in turn."""
+    from experiments.benchmarks import bench_population
+
+    per_call = bench_population.STEPS_PER_CALL
+    print(
+        f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
+        f"per call, median of {args.repeats} calls, interleaved\n"
+    )
+    results = bench_population.bench_populations(
+        args.configs, args.population, args.repeats, env["torch"] is not None, args.device
+    )
+    print(bench_population.format_table(results))
+    if args.json:
+        write_json(args.json, {"environment": env, "population": [asdict(r) for r in results]})
     return 0
