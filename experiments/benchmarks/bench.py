@@ -357,9 +357,13 @@ def _main(argv: list[str] | None, prog: str) -> int:
         f"malloc {settings['malloc']}"
     )
     if args.end_to_end:
-        return _end_to_end(args, env, prog)
+        from experiments.benchmarks import end_to_end
+
+        return end_to_end.main(args, env, prog)
     if args.population:
-        return _population(args, env)
+        from experiments.benchmarks import bench_population
+
+        return bench_population.main(args, env)
     print(
         f"B={BATCH} T={STEPS} V={VOCAB}, lr={LR}, theta={THETA}, float32; median of "
         f"{args.repeats} timed steps after {args.warmup} warm-up steps, implementations "
@@ -386,51 +390,4 @@ def _main(argv: list[str] | None, prog: str) -> int:
             write_json(args.json, {"environment": env, "settings": settings, **found})
         except OSError as err:
             return fail(prog, f"--json {args.json}: {err.strerror or err}", 1)
-    return 0
-
-
-def _end_to_end(args: argparse.Namespace, env: dict[str, Any], prog: str) -> int:
-    """``--end-to-end``: the commands' wall time against their steps'."""
-    from experiments.benchmarks import end_to_end
-
-    runtime.disable_compile_cache()  # the first call here is a cold compile, as in the commands
-    impls = ["jax", "torch"] if args.device == "gpu" else ["jax", "numpy", "torch"]
-    impls = [i for i in impls if i != "torch" or env["torch"] is not None]
-    if args.impls:  # the steps' names: jax-bptt runs the jax command
-        impls = [i for i in impls if i in {s.split("-")[0] for s in args.impls}]
-    configs = [c for c in args.configs if c in dict(end_to_end.COMMANDS).values()]
-    print(
-        f"--epochs {args.epochs}, --iter seq; step: median of {args.repeats} timed steps; "
-        f"every command in a fresh process without the compile cache\n"
-    )
-    try:
-        found = end_to_end.bench_end_to_end(
-            configs, impls, args.epochs, args.members, args.repeats, args.threads, args.device
-        )
-    except RuntimeError as err:
-        return fail(prog, str(err), 1)
-    print(end_to_end.format_table(found), flush=True)
-    if args.json:
-        rows = [
-            {**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency} for c in found
-        ]
-        write_json(args.json, {"environment": env, "end_to_end": rows})
-    return 0
-
-
-def _population(args: argparse.Namespace, env: dict[str, Any]) -> int:
-    """``--population``: a population's aggregate speed against PyTorch's runs in turn."""
-    from experiments.benchmarks import bench_population
-
-    per_call = bench_population.STEPS_PER_CALL
-    print(
-        f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
-        f"per call, median of {args.repeats} calls, interleaved\n"
-    )
-    results = bench_population.bench_populations(
-        args.configs, args.population, args.repeats, env["torch"] is not None, args.device
-    )
-    print(bench_population.format_table(results))
-    if args.json:
-        write_json(args.json, {"environment": env, "population": [asdict(r) for r in results]})
     return 0

@@ -182,3 +182,24 @@ def format_table(results: Sequence[PopulationResult]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def main(args: Any, env: dict[str, Any]) -> int:
+    """``bench --population``: every size against PyTorch's runs in turn, printed."""
+    from dataclasses import asdict
+
+    from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB
+    from experiments.run.rundir import write_json
+
+    per_call = STEPS_PER_CALL
+    print(
+        f"B={BATCH} T={STEPS} V={VOCAB}, float32; {per_call} training steps "
+        f"per call, median of {args.repeats} calls, interleaved\n"
+    )
+    results = bench_populations(
+        args.configs, args.population, args.repeats, env["torch"] is not None, args.device
+    )
+    print(format_table(results))
+    if args.json:
+        write_json(args.json, {"environment": env, "population": [asdict(r) for r in results]})
+    return 0

@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -209,3 +210,36 @@ def bench_end_to_end(
         run_command(c, threads)
     time_steps(found, repeats, device)
     return found
+
+
+def main(args: Any, env: dict[str, Any], prog: str) -> int:
+    """``bench --end-to-end``: the commands' wall time against their steps', printed."""
+    from dataclasses import asdict
+
+    from experiments.run import runtime
+    from experiments.run.cli import fail
+    from experiments.run.rundir import write_json
+
+    runtime.disable_compile_cache()  # the first call here is a cold compile, as in the commands
+    impls = ["jax", "torch"] if args.device == "gpu" else ["jax", "numpy", "torch"]
+    impls = [i for i in impls if i != "torch" or env["torch"] is not None]
+    if args.impls:  # the steps' names: jax-bptt runs the jax command
+        impls = [i for i in impls if i in {s.split("-")[0] for s in args.impls}]
+    configs = [c for c in args.configs if c in dict(COMMANDS).values()]
+    print(
+        f"--epochs {args.epochs}, --iter seq; step: median of {args.repeats} timed steps; "
+        f"every command in a fresh process without the compile cache\n"
+    )
+    try:
+        found = bench_end_to_end(
+            configs, impls, args.epochs, args.members, args.repeats, args.threads, args.device
+        )
+    except RuntimeError as err:
+        return fail(prog, str(err), 1)
+    print(format_table(found), flush=True)
+    if args.json:
+        rows = [
+            {**asdict(c), "step_bound": c.step_bound, "efficiency": c.efficiency} for c in found
+        ]
+        write_json(args.json, {"environment": env, "end_to_end": rows})
+    return 0
