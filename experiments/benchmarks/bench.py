@@ -57,6 +57,7 @@ from experiments.benchmarks.measure import (
     SETTLE,
     BenchConfig,
     measure,
+    text_table,
 )
 from experiments.run import runtime, signals
 from experiments.run.backends import cpu_description
@@ -215,15 +216,7 @@ def format_table(results: list[Result]) -> str:
                 _seconds(r.warm_s),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for i, row in enumerate(rows):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [cell.ljust(w) if j < 2 else cell.rjust(w) for j, (cell, w) in pairs]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, left=2)
 
 
 def check_writable(path: str) -> Path:

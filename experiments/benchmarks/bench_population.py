@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from experiments.benchmarks.bench_steps import BATCH, STEPS, VOCAB, torch_concise_step
-from experiments.benchmarks.measure import CONFIGS, measure
+from experiments.benchmarks.measure import CONFIGS, measure, text_table
 
 STEPS_PER_CALL = 8  # S: training steps in one measured call (a run's calls: rnn_jax.epoch.CHUNK)
 
@@ -171,17 +171,7 @@ def format_table(results: Sequence[PopulationResult]) -> str:
                 "" if r.vs_torch is None else f"{r.vs_torch:.2f}x",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if j == 0 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, left=1)
 
 
 def main(args: Any, env: dict[str, Any]) -> int:

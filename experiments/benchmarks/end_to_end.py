@@ -38,7 +38,7 @@ import numpy as np
 
 from experiments.benchmarks.bench_population import STEPS_PER_CALL, population_step
 from experiments.benchmarks.bench_steps import BATCH, STEPS, make_steps
-from experiments.benchmarks.measure import CONFIGS, measure
+from experiments.benchmarks.measure import CONFIGS, measure, text_table
 
 COMMANDS = (("rnn_scratch", "rnn-scratch"), ("lstm", "lstm"))  # (section, bench config)
 STEP_IMPL = {"jax": "jax-bptt", "numpy": "numpy", "torch": "torch"}
@@ -181,17 +181,7 @@ def format_table(found: list[Command]) -> str:
                 f"{c.members * BATCH * STEPS / c.step:,.0f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if j < 2 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, left=2)
 
 
 def bench_end_to_end(

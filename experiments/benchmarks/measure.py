@@ -85,3 +85,16 @@ def measure(
             for _ in range(min(block, repeats - r * block)):
                 times[name].append(timed(steps[name], name))
     return times, first
+
+
+def text_table(rows: list[tuple[str, ...]], left: int = 1) -> str:
+    """``rows`` (the header first) as aligned text: the first ``left`` columns to the left, the
+    others (numbers) to the right, a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        lines.append("  ".join(c.ljust(w) if j < left else c.rjust(w) for j, (c, w) in pairs))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
