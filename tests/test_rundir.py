@@ -77,7 +77,7 @@ def test_a_population_resumes_every_member_to_the_epochs_asked(impl, tmp_path, c
     if impl == "numpy":  # members are runs of their own
         assert epochs_of(out / MEMBERS[0]) == 4
     else:  # the population's checkpoint; members' own files come after the last epoch
-        assert population.read_population_checkpoint(saved)[0] == 1
+        assert population.checkpoint.read(saved)[0] == 1
         assert not (out / MEMBERS[0] / CHECKPOINT).exists()
 
     code, err = run_main(capsys, "--resume", str(out), "--epochs", "5")

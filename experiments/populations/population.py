@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from experiments.populations import checkpoint
 from experiments.populations.stats import Spread
 from experiments.run import rundir
 from experiments.run.config import SECTIONS, ConfigError, RunConfig
 from experiments.run.records import EpochRecord, RunResult, late_median
 from numpy_ref.population import Member
-from numpy_ref.spec import unflatten_params
 
 SUMMARY_KIND = "population"
 SPREAD = rundir.SPREAD
@@ -320,7 +320,7 @@ def done_epochs(pc: PopulationConfig) -> dict[str, int]:
             )
         done: dict[str, int] = {}
         for file in found:
-            epoch, _, members = read_population_checkpoint(file)
+            epoch, _, members = checkpoint.read(file)
             done.update({m["name"]: epoch for m in members if m["name"] is not None})
         return done
     done = {}
@@ -369,39 +369,3 @@ def start(pc: PopulationConfig, resume: bool) -> tuple[Any, Any]:
     members = len(pc.members) if pc.base.impl == "jax" else 1
     check_memory(pc.base, len(data.vocab), members)
     return backend, data
-
-
-def read_population_checkpoint(path: Path) -> tuple[int, list[Any], list[dict]]:
-    """One process's part of the population checkpoint: the epoch, the members' parameters and
-    their records (name, alive, rng_state, history).
-
-    Raises:
-        ConfigError: the file does not read (truncated, damaged, unreadable), in one line.
-    """
-    import json
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(str(archive["__metadata__"][()]))
-            arrays = {k: archive[k] for k in archive.files if k != "__metadata__"}
-        epoch, members = int(meta["epoch"]), list(meta["members"])
-        for m in members:
-            if not {"name", "alive", "history", "rng_state"} <= m.keys():
-                raise KeyError("a member's record")
-    except PermissionError:
-        raise ConfigError(
-            f"--resume: {path} cannot be read (permission denied): give yourself read access "
-            f"(chmod u+r)"
-        ) from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-        raise ConfigError(
-            f"--resume: {path} is not a readable population checkpoint (truncated or damaged: "
-            f"{type(err).__name__}); start the population anew with --overwrite"
-        ) from None
-    params = []
-    for k in range(len(meta["members"])):
-        prefix = f"members.{k}."
-        params.append(unflatten_params({key[len(prefix) :]: v for key, v in arrays.items()
-                                        if key.startswith(prefix)}))  # fmt: skip
-    return epoch, params, members

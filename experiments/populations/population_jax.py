@@ -17,7 +17,6 @@ process has written its members.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -25,32 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from experiments.populations import checkpoint
+from experiments.populations.checkpoint import checkpoint_name
 from experiments.populations.population import (
     SPREAD,
     PopulationConfig,
     PopulationResult,
     finish,
-    read_population_checkpoint,
 )
 from experiments.run import loop, rundir
 from experiments.run.loop import RunDiverged, RunWriteError
 from experiments.run.records import EpochRecord
 from experiments.run.runner import load_finished, model_spec, title
-from numpy_ref.atomic import atomic_write
 from numpy_ref.data import SeqDataLoader
-from numpy_ref.spec import flatten_params, init_params
-
-
-def checkpoint_name(process: int) -> str:
-    return f"population.{process}.npz"
-
-
-def _save_population(path: Path, epoch: int, params: list[Any], members: list[dict]) -> None:
-    """One process's part of the population checkpoint (module docstring), atomically."""
-    arrays = {f"members.{k}.{key}": value for k, p in enumerate(params)
-              for key, value in flatten_params(p).items()}  # fmt: skip
-    arrays["__metadata__"] = np.array(json.dumps({"epoch": epoch, "members": members}))
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+from numpy_ref.spec import init_params
 
 
 def _run_dir(pc: PopulationConfig, names: tuple[str, ...], resume: bool) -> rundir.RunDir:
@@ -113,7 +100,7 @@ def run_jax_population(
                for m in settings]  # fmt: skip
     ckpt = run.folder / checkpoint_name(process)
     if resume:
-        done, params, saved = read_population_checkpoint(ckpt)
+        done, params, saved = checkpoint.read(ckpt)
         for m, info in zip(members, saved, strict=True):
             m.history = [EpochRecord.from_dict(h) for h in info["history"]]
             m.alive = info["alive"]
@@ -130,7 +117,7 @@ def run_jax_population(
         info = [{"name": None if m.folder is None else m.folder.name, "alive": m.alive,
                  "rng_state": m.loader.rng.bit_generator.state,
                  "history": [h.to_dict() for h in m.history]} for m in members]  # fmt: skip
-        _save_population(run.folder / checkpoint_name(process), epoch, params, info)
+        checkpoint.save(run.folder / checkpoint_name(process), epoch, params, info)
 
     def val_loaders() -> list[Any]:
         return [SeqDataLoader(data.val_corpus, B, T, False, m.config.seed) for m in members]

@@ -173,6 +173,44 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
         help="a population: one run per seed (with every --lr and --theta); "
         "--impl jax trains them as one program",
     )
+    _add_control_flags(parser)  # processes, device, run directory, checkpoints, validation
+    parser.add_argument(
+        "--theta", type=_numbers, help="gradient clipping (default 1); several make a population"
+    )
+    parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
+    parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
+    parser.add_argument(
+        "--max-tokens",
+        type=MAX_TOKENS,
+        help="training tokens from the start of the text (default 10000, -1 all)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=FRACTION,
+        help="held-out end of the text (default 0.1; 0 turns validation off)",
+    )
+    parser.add_argument(
+        "--torch-model",
+        choices=TORCH_MODELS,
+        help="for --impl torch: the book's scratch model in PyTorch, or "
+        "nn.RNN/GRU/LSTM (default: concise, scratch for 8.5 and the book's GRU)",
+    )
+    parser.add_argument(
+        "--data", help="the corpus file (default: $RNN_LM_DATA_DIR, cache, download)"
+    )
+    add_runtime_flags(parser)  # --threads, --no-compile-cache
+    if section is None or SECTIONS[section].kind == "gru":
+        parser.add_argument(
+            "--gru-reset",
+            choices=("before", "after"),
+            help="GRU reset gate before (the book) or after (PyTorch) the "
+            "recurrent product (default before)",
+        )
+
+
+def _add_control_flags(parser: argparse.ArgumentParser) -> None:
+    """How a run runs: across processes, on which device, into which directory, how often it
+    saves and validates, when it counts as diverged."""
     parser.add_argument(
         "--coordinator",
         metavar="HOST:PORT",
@@ -213,38 +251,6 @@ def add_run_flags(parser: argparse.ArgumentParser, section: str | None, seeds: A
         help="stop as diverged when the training perplexity exceeds P (default "
         "4 x the vocabulary size)",
     )
-    parser.add_argument(
-        "--theta", type=_numbers, help="gradient clipping (default 1); several make a population"
-    )
-    parser.add_argument("--batch-size", type=POSITIVE, help="minibatch size B (default 32)")
-    parser.add_argument("--num-steps", type=POSITIVE, help="steps per subsequence T (default 35)")
-    parser.add_argument(
-        "--max-tokens",
-        type=MAX_TOKENS,
-        help="training tokens from the start of the text (default 10000, -1 all)",
-    )
-    parser.add_argument(
-        "--val-fraction",
-        type=FRACTION,
-        help="held-out end of the text (default 0.1; 0 turns validation off)",
-    )
-    parser.add_argument(
-        "--torch-model",
-        choices=TORCH_MODELS,
-        help="for --impl torch: the book's scratch model in PyTorch, or "
-        "nn.RNN/GRU/LSTM (default: concise, scratch for 8.5 and the book's GRU)",
-    )
-    parser.add_argument(
-        "--data", help="the corpus file (default: $RNN_LM_DATA_DIR, cache, download)"
-    )
-    add_runtime_flags(parser)  # --threads, --no-compile-cache
-    if section is None or SECTIONS[section].kind == "gru":
-        parser.add_argument(
-            "--gru-reset",
-            choices=("before", "after"),
-            help="GRU reset gate before (the book) or after (PyTorch) the "
-            "recurrent product (default before)",
-        )
 
 
 def build_parser(section: str) -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.run import rundir, signals
+from experiments.run import lock, rundir, signals
 from experiments.run.cli import EXIT_FAILED, fail, run_with_progress, stopped
 from experiments.run.config import SECTIONS, ConfigError, default_run_dir, section_config
 
@@ -54,14 +54,14 @@ def _run(section: str, argv: Sequence[str] | None, prog: str, stop: signals.Stop
             runtime.configure(args)  # threads and the compilation cache, before any compute
             coordinated = bool(args.coordinator or os.environ.get("RNN_LM_COORDINATOR"))
             if args.resume is not None and not coordinated:  # before the run is read
-                locks.enter_context(rundir.locked(args.resume, create=False))
+                locks.enter_context(lock.locked(args.resume, create=False))
             configs, resume = configs_from_args(section, args, command_line(section, argv))
             _start_processes(args, configs)
             if coordinated or not resume:
                 name = rundir.LOCK + (f".{_process_index()}" if coordinated else "")
                 for c in configs:
                     out = c.path if isinstance(c, population.PopulationConfig) else c.out
-                    locks.enter_context(rundir.locked(out, create=not resume, name=name))
+                    locks.enter_context(lock.locked(out, create=not resume, name=name))
             checked = [
                 population.start(c, resume)
                 if isinstance(c, population.PopulationConfig)
